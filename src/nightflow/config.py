@@ -98,7 +98,9 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         if key not in fields:
             close = _closest(str(key), fields)
             hint = f" (did you mean '{close}'?)" if close else ""
-            raise ConfigError(f"unknown config key '{key_path}'{hint}; valid keys: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"unknown config key '{key_path}'{hint}; valid keys: {', '.join(sorted(fields))}"
+            )
         kwargs[key] = _convert(value, hints[key], key_path)
     missing = [
         n

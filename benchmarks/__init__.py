@@ -1,0 +1,1 @@
+"""nightflow benchmarks: run with `make bench`; results land in benchmarks/results/*.json."""

@@ -1,0 +1,76 @@
+"""Shared benchmark helpers: robust timing, the machine's conv throughput, result files and tables.
+
+Why measure conv throughput in every run: absolute CPU times on a shared machine are noise; a ratio to the same
+run's 3×3-conv GFLOP/s is what can be compared between runs and machines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
+    """Median wall time of ``fn`` in seconds, after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def conv_throughput_gflops(channels: int = 64, size: int = 256, repeats: int = 3) -> float:
+    """Measured GFLOP/s of a 3×3 conv channels→channels on 1×channels×size×size (2 FLOPs per MAC)."""
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
+    x = torch.randn(1, channels, size, size)
+    with torch.no_grad():
+        seconds = time_call(lambda: conv(x), repeats=repeats)
+    flops = 2 * channels * channels * 9 * size * size
+    return flops / seconds / 1e9
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def machine() -> dict:
+    return {
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def save(name: str, payload: dict) -> Path:
+    """Write ``benchmarks/results/<name>.json`` atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` restricted to ``columns``."""
+
+    def fmt(v):
+        return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -1,0 +1,129 @@
+"""Conditional affine layers: AffineInjector, ConditionalAffineCoupling and UPT-Flow's CrossCoupling.
+
+All use scale = sigmoid(raw + 2) + eps, which bounds the scale in (eps, 1 + eps): log-dets stay finite and the
+inverse never divides by zero (LLFlow's NaNs came from unbounded scales).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import FlowLayer, check_4d, check_cond, sum_except_batch
+from .subnets import ConvSubnet, SubnetKind
+
+
+def shift_and_scale(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """Split subnet output interleaved (even channels shift, odd channels raw scale), as LLFlow does."""
+    shift = h[:, 0::2]
+    scale = torch.sigmoid(h[:, 1::2] + 2.0) + eps
+    return shift, scale
+
+
+class AffineInjector(FlowLayer):
+    """z ← (z + shift(u))·scale(u): an affine map whose parameters come from the conditioning alone."""
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "conv", eps=1e-4):
+        super().__init__()
+        if cond_channels <= 0:
+            raise ValueError("AffineInjector needs conditioning channels > 0")
+        self.channels, self.cond_channels, self.eps = channels, cond_channels, eps
+        self.net = ConvSubnet(cond_channels, 2 * channels, hidden, subnet)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_4d("AffineInjector input", x, self.channels)
+        check_cond("AffineInjector conditioning", cond, x, self.cond_channels)
+        shift, scale = shift_and_scale(self.net(cond), self.eps)
+        return (x + shift) * scale, sum_except_batch(torch.log(scale))
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
+        check_4d("AffineInjector input", y, self.channels)
+        check_cond("AffineInjector conditioning", cond, y, self.cond_channels)
+        shift, scale = shift_and_scale(self.net(cond), self.eps)
+        return y / scale - shift
+
+
+class ConditionalAffineCoupling(FlowLayer):
+    """Affine coupling: one channel half is transformed with parameters from [the other half, conditioning].
+
+    ``transform_first=False`` (default) keeps z1 = x[:, :c1] and transforms z2; ``True`` does the mirror image,
+    which CrossCoupling uses for its second half-step.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        cond_channels: int,
+        hidden: int,
+        subnet: SubnetKind = "conv",
+        eps: float = 1e-4,
+        transform_first: bool = False,
+    ):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"coupling needs at least 2 channels, got {channels}")
+        self.channels, self.cond_channels, self.eps = channels, cond_channels, eps
+        self.c1 = channels // 2
+        self.transform_first = transform_first
+        n_in = (channels - self.c1 if transform_first else self.c1) + cond_channels
+        n_out = self.c1 if transform_first else channels - self.c1
+        self.net = ConvSubnet(n_in, 2 * n_out, hidden, subnet)
+
+    def _params(self, keep: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        inp = keep if cond is None else torch.cat([keep, cond], dim=1)
+        return shift_and_scale(self.net(inp), self.eps)
+
+    def _halves(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = t[:, : self.c1], t[:, self.c1 :]
+        return (b, a) if self.transform_first else (a, b)  # (kept, transformed)
+
+    def _join(self, keep: Tensor, changed: Tensor) -> Tensor:
+        return torch.cat([changed, keep] if self.transform_first else [keep, changed], dim=1)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_4d("ConditionalAffineCoupling input", x, self.channels)
+        check_cond("ConditionalAffineCoupling conditioning", cond, x, self.cond_channels)
+        keep, change = self._halves(x)
+        shift, scale = self._params(keep, cond)
+        return self._join(keep, (change + shift) * scale), sum_except_batch(torch.log(scale))
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
+        check_4d("ConditionalAffineCoupling input", y, self.channels)
+        check_cond("ConditionalAffineCoupling conditioning", cond, y, self.cond_channels)
+        keep, change = self._halves(y)
+        shift, scale = self._params(keep, cond)
+        return self._join(keep, change / scale - shift)
+
+
+class CrossCoupling(FlowLayer):
+    """UPT-Flow's cross-coupling: injector → z2 ← f(z1, u) → injector → z1 ← f(z2, u).
+
+    Both halves are updated in one step. The log-det adds each half-step once (upstream's reverse pass
+    subtracted one log-scale twice, which left images right but NLL wrong).
+    """
+
+    def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "cbam", eps=3e-4):
+        super().__init__()
+        if cond_channels <= 0:
+            raise ValueError("CrossCoupling needs conditioning channels > 0")
+        self.channels, self.cond_channels = channels, cond_channels
+        args = (channels, cond_channels, hidden, subnet, eps)
+        self.inject1 = AffineInjector(*args)
+        self.couple_second = ConditionalAffineCoupling(*args, transform_first=False)
+        self.inject2 = AffineInjector(*args)
+        self.couple_first = ConditionalAffineCoupling(*args, transform_first=True)
+        self._parts = [self.inject1, self.couple_second, self.inject2, self.couple_first]
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        check_4d("CrossCoupling input", x, self.channels)
+        check_cond("CrossCoupling conditioning", cond, x, self.cond_channels)
+        logdet = x.new_zeros(x.shape[0])
+        for part in self._parts:
+            x, ld = part(x, cond)
+            logdet = logdet + ld
+        return x, logdet
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
+        for part in reversed(self._parts):
+            y = part.inverse(y, cond)
+        return y

@@ -1,0 +1,288 @@
+"""ConditionalGlow: L levels × K conditional steps, per-level conditioning, optional splits, Gaussian prior.
+
+Level l: squeeze ×2 → ``transitions`` × (ActNorm, 1×1 conv) → K_l steps of (ActNorm, 1×1 conv, injector,
+coupling) or (ActNorm, 1×1 conv, cross-coupling) → optional Split. Level l therefore runs at (H/2^(l+1),
+W/2^(l+1)) and takes a conditioning tensor of that size.
+
+Every latent is returned *standardised* (N(0, I) under the model), so sampling at temperature T is decoding
+T·noise, and the mean path (temperature 0) decodes all-zero latents, i.e. the top latent equals the prior mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from .actnorm import ActNorm
+from .base import FlowLayer, FlowSequence, check_4d, check_finite, sum_except_batch
+from .coupling import AffineInjector, ConditionalAffineCoupling, CrossCoupling
+from .invconv import InvConv1x1
+from .likelihood import standard_normal_log_prob
+from .reshape import ConditionalGaussian, Split, Squeeze, squeeze2d, unsqueeze2d
+
+
+@dataclass
+class GlowConfig:
+    """Structure of a ConditionalGlow. ``steps`` and ``cond_channels`` take one value or one per level."""
+
+    in_channels: int = 3
+    levels: int = 3
+    steps: int | list[int] = 4
+    hidden: int = 64
+    cond_channels: int | list[int] = 64
+    split: bool = False
+    coupling: Literal["affine", "cross"] = "affine"
+    subnet: Literal["conv", "cbam"] = "conv"
+    injector: bool = True
+    transitions: int = 2
+    scale_eps: float = 1e-4
+    top_prior: Literal["fixed", "learned"] = "fixed"
+    prior_channels: int = 0
+    _steps: list[int] = field(init=False, repr=False)
+    _cond: list[int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.levels < 1:
+            raise ValueError(f"levels must be ≥ 1, got {self.levels}")
+        self._steps = self._per_level("steps", self.steps)
+        self._cond = self._per_level("cond_channels", self.cond_channels)
+        if any(k < 0 for k in self._steps) or any(c < 0 for c in self._cond):
+            raise ValueError("steps and cond_channels must be ≥ 0")
+        if self.coupling == "cross" and 0 in self._cond:
+            raise ValueError("cross coupling needs conditioning at every level (cond_channels > 0)")
+
+    def _per_level(self, name: str, value: int | list[int]) -> list[int]:
+        if isinstance(value, int):
+            return [value] * self.levels
+        if len(value) != self.levels:
+            raise ValueError(f"{name}: expected 1 or {self.levels} values (one per level), got {len(value)}")
+        return list(value)
+
+    @property
+    def steps_per_level(self) -> list[int]:
+        return self._steps
+
+    @property
+    def cond_per_level(self) -> list[int]:
+        return self._cond
+
+
+def _conditional_step(cfg: GlowConfig, channels: int, cond: int) -> FlowLayer:
+    layers: list[FlowLayer] = [ActNorm(channels), InvConv1x1(channels)]
+    if cfg.coupling == "cross":
+        layers.append(CrossCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
+    else:
+        if cfg.injector and cond > 0:
+            layers.append(AffineInjector(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
+        layers.append(ConditionalAffineCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
+    return FlowSequence(layers)
+
+
+class ConditionalGlow(nn.Module):
+    """Multi-level conditional Glow with exact encode/decode and log-determinants."""
+
+    def __init__(self, cfg: GlowConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.levels = cfg.levels
+        self.level_flows = nn.ModuleList()
+        self.level_channels: list[int] = []  # channels the steps of each level run at
+        self.split_keep: list[int | None] = []
+        c = cfg.in_channels
+        for level in range(cfg.levels):
+            c *= 4
+            cond = cfg.cond_per_level[level]
+            layers: list[FlowLayer] = [Squeeze()]
+            layers += [FlowSequence([ActNorm(c), InvConv1x1(c)]) for _ in range(cfg.transitions)]
+            layers += [_conditional_step(cfg, c, cond) for _ in range(cfg.steps_per_level[level])]
+            is_split = cfg.split and level < cfg.levels - 1
+            if is_split:
+                layers.append(Split(c, cond))
+            self.level_flows.append(FlowSequence(layers))
+            self.level_channels.append(c)
+            self.split_keep.append(c // 2 if is_split else None)
+            if is_split:
+                c = c // 2
+        self.top_channels = c
+        self.top_prior: ConditionalGaussian | None = None
+        if cfg.top_prior == "learned":
+            self.top_prior = ConditionalGaussian(cfg.cond_per_level[-1] + cfg.prior_channels, c)
+        elif cfg.prior_channels not in (0, c):
+            raise ValueError(
+                f"prior_channels: a fixed prior mean must have the top latent's {c} channels, got {cfg.prior_channels}"
+            )
+
+    # ----- shapes and validation -------------------------------------------------------------------------------
+    @property
+    def multiple(self) -> int:
+        """Spatial size multiple the input must have."""
+        return 2**self.levels
+
+    def latent_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
+        """(C, h, w) of each latent, split-off ones first, the top latent last."""
+        shapes = []
+        for level, keep in enumerate(self.split_keep):
+            c, s = self.level_channels[level], 2 ** (level + 1)
+            if keep is not None:
+                shapes.append((c - keep, height // s, width // s))
+        shapes.append((self.top_channels, height // self.multiple, width // self.multiple))
+        return shapes
+
+    def _check(self, x: Tensor, conds: list[Tensor | None], prior: Tensor | None, what: str) -> None:
+        n, _, h, w = x.shape
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"{what}: expected H and W divisible by {self.multiple} (2^levels), got shape {tuple(x.shape)}"
+            )
+        if len(conds) != self.levels:
+            raise ValueError(
+                f"conditioning: expected a list of {self.levels} tensors (one per level), got {len(conds)}"
+            )
+        for level, cond in enumerate(conds):
+            ch, s = self.cfg.cond_per_level[level], 2 ** (level + 1)
+            name = f"conditioning[{level}]"
+            if ch == 0:
+                if cond is not None:
+                    raise ValueError(
+                        f"{name}: this level takes no conditioning, got shape {tuple(cond.shape)}"
+                    )
+                continue
+            expected = (n, ch, h // s, w // s)
+            if cond is None or tuple(cond.shape) != expected:
+                raise ValueError(
+                    f"{name}: expected shape {expected}, got {None if cond is None else tuple(cond.shape)}"
+                )
+            check_finite(name, cond)
+        if self.cfg.prior_channels:
+            expected = (n, self.cfg.prior_channels, h // self.multiple, w // self.multiple)
+            if prior is None or tuple(prior.shape) != expected:
+                got = None if prior is None else tuple(prior.shape)
+                raise ValueError(f"prior: expected shape {expected}, got {got}")
+            check_finite("prior", prior)
+        elif prior is not None:
+            raise ValueError(
+                f"prior: this flow takes no prior input (prior_channels=0), got {tuple(prior.shape)}"
+            )
+
+    def _top_stats(
+        self, conds: list[Tensor | None], prior: Tensor | None
+    ) -> tuple[Tensor | None, Tensor | None]:
+        if self.top_prior is not None:
+            inputs = [t for t in (conds[-1], prior) if t is not None]
+            return self.top_prior(torch.cat(inputs, dim=1))
+        return prior, None
+
+    # ----- encode / decode --------------------------------------------------------------------------------------
+    def encode(
+        self, x: Tensor, conds: list[Tensor | None], prior: Tensor | None = None
+    ) -> tuple[list[Tensor], Tensor]:
+        """x → standardised latents (split-off ones first, top last) and the log-det of the whole map."""
+        check_4d("flow input", x, self.cfg.in_channels)
+        self._check(x, conds, prior, "flow input")
+        check_finite("flow input", x)
+        latents, logdet = [], x.new_zeros(x.shape[0])
+        for level, flow in enumerate(self.level_flows):
+            x, ld = flow(x, conds[level])
+            logdet = logdet + ld
+            keep = self.split_keep[level]
+            if keep is not None:
+                latents.append(x[:, keep:])
+                x = x[:, :keep]
+        mean, log_std = self._top_stats(conds, prior)
+        if mean is not None:
+            x = x - mean
+        if log_std is not None:
+            x = x * torch.exp(-log_std)
+            logdet = logdet - sum_except_batch(log_std)
+        latents.append(x)
+        return latents, logdet
+
+    def decode(
+        self, latents: list[Tensor], conds: list[Tensor | None], prior: Tensor | None = None
+    ) -> Tensor:
+        """Standardised latents → x; the exact inverse of :meth:`encode`."""
+        n_expected = sum(k is not None for k in self.split_keep) + 1
+        if len(latents) != n_expected:
+            raise ValueError(f"latents: expected a list of {n_expected} tensors, got {len(latents)}")
+        top = latents[-1]
+        check_4d("top latent", top, self.top_channels)
+        h, w = top.shape[2] * self.multiple, top.shape[3] * self.multiple
+        ref = top.new_empty(top.shape[0], self.cfg.in_channels, h, w)
+        self._check(ref, conds, prior, "top latent (×2^levels)")
+        mean, log_std = self._top_stats(conds, prior)
+        x = top
+        if log_std is not None:
+            x = x * torch.exp(log_std)
+        if mean is not None:
+            x = x + mean
+        split_idx = len(latents) - 1
+        for level in reversed(range(self.levels)):
+            if self.split_keep[level] is not None:
+                split_idx -= 1
+                eps = latents[split_idx]
+                expected = (x.shape[0], self.level_channels[level] - x.shape[1], x.shape[2], x.shape[3])
+                if tuple(eps.shape) != expected:
+                    raise ValueError(
+                        f"latents[{split_idx}]: expected shape {expected}, got {tuple(eps.shape)}"
+                    )
+                x = torch.cat([x, eps], dim=1)
+            x = self.level_flows[level].inverse(x, conds[level])
+        return x
+
+    def log_prob(self, x: Tensor, conds: list[Tensor | None], prior: Tensor | None = None) -> Tensor:
+        """Continuous log-density log p(x | cond) in nats per sample, shape (N,)."""
+        latents, logdet = self.encode(x, conds, prior)
+        return logdet + sum(standard_normal_log_prob(z) for z in latents)
+
+    # ----- latents in image layout (for seamless tiled sampling) ----------------------------------------------
+    def latents_from_image(self, noise: Tensor) -> list[Tensor]:
+        """Map an image-shaped tensor N×C×H×W onto the latent list by the flow's own squeeze/split pattern.
+
+        Squeezes and channel splits are local, so a crop of one global noise image gives the same latents as
+        the corresponding crop of the latents: overlapping tiles then draw identical noise where they overlap.
+        """
+        latents = []
+        for keep in self.split_keep:
+            noise = squeeze2d(noise)
+            if keep is not None:
+                latents.append(noise[:, keep:])
+                noise = noise[:, :keep]
+        latents.append(noise)
+        return latents
+
+    def latents_to_image(self, latents: list[Tensor]) -> Tensor:
+        """Inverse of :meth:`latents_from_image`."""
+        x = latents[-1]
+        idx = len(latents) - 1
+        for keep in reversed(self.split_keep):
+            if keep is not None:
+                idx -= 1
+                x = torch.cat([x, latents[idx]], dim=1)
+            x = unsqueeze2d(x)
+        return x
+
+    def sample(
+        self,
+        conds: list[Tensor | None],
+        prior: Tensor | None = None,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> Tensor:
+        """Decode latents T·ε; ε ~ N(0, I) drawn with ``generator`` or given in image layout as ``noise``."""
+        ref = next(c for c in [*conds, prior] if c is not None) if noise is None else noise
+        if noise is None:
+            if conds[0] is not None:
+                n, _, h, w = conds[0].shape
+                h, w = h * 2, w * 2
+            else:
+                n, _, h, w = ref.shape
+                h, w = h * self.multiple, w * self.multiple
+            noise = torch.randn(
+                (n, self.cfg.in_channels, h, w), generator=generator, device=ref.device, dtype=ref.dtype
+            )
+        latents = [z * temperature for z in self.latents_from_image(noise)]
+        return self.decode(latents, conds, prior)
