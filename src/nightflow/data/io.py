@@ -1,0 +1,434 @@
+"""Image files in and out: PNG, JPEG, TIFF at 8 and 16 bits, with EXIF orientation, grey and alpha handling.
+
+Why a module of its own: Pillow silently truncates 16-bit RGB PNG to 8 bits and most readers ignore EXIF
+orientation, so every loader and command goes through these functions to get the exact pixels the user has.
+Reading returns H×W×3 numpy arrays in the file's own dtype; ``to_tensor`` turns them into the library's
+3×H×W float32 [0, 1] tensors. Writing is atomic (temporary name, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import re
+import uuid
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+
+from ..errors import UserError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
+WRITE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+_EXIF_ORIENTATION = 0x0112
+
+
+class ImageReadError(UserError):
+    """An image file is missing, empty, truncated, corrupt or not an image; the message names file and cause."""
+
+
+class AlphaDroppedWarning(UserWarning):
+    """An image had an alpha channel, which nightflow ignores (it restores RGB)."""
+
+
+class _DecodeError(Exception):
+    """Internal: a decoder found a problem; ``read_image`` adds the file name."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def _sniff(data: bytes) -> str:
+    """File kind from magic bytes (extensions lie: a .png may be a JPEG)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return "other"
+
+
+def _png_bit_depth(data: bytes) -> int:
+    # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4) -> bit depth byte at offset 24
+    if len(data) < 26 or data[12:16] != b"IHDR":
+        raise _DecodeError("not a valid PNG (missing IHDR header)")
+    return data[24]
+
+
+def _pillow_orientation(im: Image.Image) -> int:
+    try:
+        return int(im.getexif().get(_EXIF_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not make a good image unreadable
+        return 1
+
+
+def _decode_pillow(data: bytes) -> tuple[np.ndarray, int]:
+    try:
+        im = Image.open(io.BytesIO(data))
+    except Exception as exc:
+        raise _DecodeError("not a recognised image format (expected PNG, JPEG or TIFF)") from exc
+    with im:
+        try:
+            im.load()
+        except Exception as exc:
+            raise _DecodeError(f"truncated or corrupt image data ({_one_line(exc)})") from exc
+        orientation = _pillow_orientation(im)
+        mode = im.mode
+        if mode == "P":
+            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+        elif mode == "PA":
+            im = im.convert("RGBA")
+        elif mode == "1":
+            im = im.convert("L")
+        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+            im = im.convert("RGB")
+        arr = np.asarray(im)
+        if mode.startswith("I;16"):
+            arr = arr.astype(np.uint16)
+        elif mode == "I":
+            if arr.size and (arr.min() < 0 or arr.max() > 65535):
+                raise _DecodeError("32-bit integer pixels are not supported (save as 16-bit or float TIFF)")
+            arr = arr.astype(np.uint16)
+        elif mode == "F":
+            arr = arr.astype(np.float32)
+    return arr, orientation
+
+
+def _decode_png16(data: bytes) -> tuple[np.ndarray, int]:
+    # Pillow verifies integrity (it raises on truncation) and gives EXIF; OpenCV gives the exact 16-bit pixels.
+    _, orientation = _decode_pillow(data)
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise _DecodeError("corrupt 16-bit PNG data")
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[:, :, ::-1]
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, [2, 1, 0, 3]]
+    return arr, orientation
+
+
+def _decode_tiff(data: bytes) -> tuple[np.ndarray, int]:
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tif:
+            page = tif.pages[0]
+            arr = page.asarray()
+            tag = page.tags.get("Orientation")
+            orientation = int(tag.value) if tag is not None else 1
+            photometric = int(page.photometric)
+            planar_separate = int(page.planarconfig) == 2
+            colormap = page.colormap
+    except Exception as exc:
+        raise _DecodeError(f"truncated or corrupt TIFF ({_one_line(exc)})") from exc
+    if planar_separate and arr.ndim == 3:
+        arr = np.moveaxis(arr, 0, -1)
+    if photometric == 3 and colormap is not None:  # palette
+        arr = np.moveaxis(np.asarray(colormap)[:, arr], 0, -1).astype(np.uint16)
+    elif photometric not in (0, 1, 2):
+        raise _DecodeError(f"TIFF photometric interpretation {photometric} is not supported (save as RGB)")
+    if arr.dtype == np.bool_:
+        arr = arr.astype(np.uint8) * 255
+    elif arr.dtype.kind == "f":
+        arr = arr.astype(np.float32)
+    elif arr.dtype not in (np.uint8, np.uint16):
+        raise _DecodeError(f"{arr.dtype} samples are not supported (use 8/16-bit unsigned or float)")
+    if photometric == 0:  # min-is-white
+        arr = (1.0 - arr) if arr.dtype.kind == "f" else np.iinfo(arr.dtype).max - arr
+    return arr, orientation
+
+
+def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.ndim != 3:
+        raise _DecodeError(f"unexpected pixel array shape {arr.shape}")
+    channels = arr.shape[2]
+    if channels in (2, 4):
+        warnings.warn(
+            f"{path}: alpha channel dropped (nightflow restores RGB; flatten the image first if it matters)",
+            AlphaDroppedWarning,
+            stacklevel=3,
+        )
+        arr = arr[:, :, : channels - 1]
+        channels -= 1
+    if channels == 1:
+        return np.repeat(arr, 3, axis=2)
+    if channels == 3:
+        return arr
+    raise _DecodeError(f"{channels} channels are not supported (expected grey or RGB)")
+
+
+def apply_exif_orientation(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Rotate/flip an H×W(×C) array so it displays upright, for EXIF orientation values 1–8 (others: as is)."""
+    if orientation == 2:
+        return arr[:, ::-1]
+    if orientation == 3:
+        return arr[::-1, ::-1]
+    if orientation == 4:
+        return arr[::-1]
+    if orientation == 5:
+        return arr.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(arr, k=-1)
+    if orientation == 7:
+        return arr[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(arr, k=1)
+    return arr
+
+
+def _read_bytes(p: Path) -> bytes:
+    if not p.exists():
+        raise ImageReadError(f"cannot read image {p}: file not found (check the path)")
+    if p.is_dir():
+        raise ImageReadError(f"cannot read image {p}: it is a folder, not an image file")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"cannot read image {p}: {_one_line(exc)}") from exc
+    if not data:
+        raise ImageReadError(f"cannot read image {p}: empty file (0 bytes); re-copy or remove it")
+    return data
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as H×W×3 RGB in its own dtype (uint8, uint16, or float32 for float TIFF), upright.
+
+    Grey becomes RGB; an alpha channel is dropped with an ``AlphaDroppedWarning``. Any unreadable file raises
+    ``ImageReadError`` with a one-line message naming the file and the cause.
+    """
+    p = Path(path)
+    data = _read_bytes(p)
+    kind = _sniff(data)
+    try:
+        if kind == "tiff":
+            arr, orientation = _decode_tiff(data)
+        elif kind == "png" and _png_bit_depth(data) == 16:
+            arr, orientation = _decode_png16(data)
+        else:
+            arr, orientation = _decode_pillow(data)
+        arr = _to_rgb(arr, p)
+    except _DecodeError as exc:
+        raise ImageReadError(f"cannot read image {p}: {exc}; re-export or remove the file") from None
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ImageReadError(f"cannot read image {p}: image has zero width or height")
+    return np.ascontiguousarray(apply_exif_orientation(arr, orientation))
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(height, width) of an image as ``read_image`` would return it, from the header only (cheap)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ImageReadError(f"cannot read image {p}: file not found (check the path)")
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(8)
+        if _sniff(head) == "tiff":
+            with tifffile.TiffFile(p) as tif:
+                page = tif.pages[0]
+                h, w = int(page.imagelength), int(page.imagewidth)
+                tag = page.tags.get("Orientation")
+                orientation = int(tag.value) if tag is not None else 1
+        else:
+            with Image.open(p) as im:
+                w, h = im.size
+                orientation = _pillow_orientation(im)
+    except Exception as exc:
+        raise ImageReadError(
+            f"cannot read image {p}: {_one_line(exc)}; re-export or remove the file"
+        ) from None
+    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+# ---------------------------------------------------------------------------------------------------- tensors
+
+
+def to_tensor(arr: np.ndarray) -> torch.Tensor:
+    """H×W×3 (or H×W) uint8/uint16/float array → 3×H×W float32 tensor in [0, 1] (floats are clipped)."""
+    a = np.asarray(arr)
+    if a.ndim == 2:
+        a = a[:, :, None].repeat(3, axis=2)
+    if a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"expected an H×W×3 image array, got shape {a.shape}")
+    if a.dtype == np.uint8:
+        t = torch.from_numpy(a.astype(np.float32) / 255.0)
+    elif a.dtype == np.uint16:
+        t = torch.from_numpy(a.astype(np.float32) / 65535.0)
+    elif a.dtype.kind == "f":
+        t = torch.from_numpy(np.nan_to_num(a.astype(np.float32), nan=0.0).clip(0.0, 1.0))
+    else:
+        raise ValueError(f"unsupported image dtype {a.dtype} (expected uint8, uint16 or float)")
+    return t.permute(2, 0, 1).contiguous()
+
+
+def from_tensor(t: torch.Tensor, dtype: type | np.dtype = np.uint8) -> np.ndarray:
+    """3×H×W (or 1×3×H×W) float tensor in [0, 1] → H×W×3 array of ``dtype`` (uint8, uint16 or float32)."""
+    if t.ndim == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected a 3×H×W tensor, got shape {tuple(t.shape)}")
+    a = t.detach().to("cpu", torch.float32).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
+    a = np.nan_to_num(a, nan=0.0)
+    dt = np.dtype(dtype)
+    if dt == np.uint8:
+        return np.round(a * 255.0).astype(np.uint8)
+    if dt == np.uint16:
+        return np.round(a.astype(np.float64) * 65535.0).astype(np.uint16)
+    if dt.kind == "f":
+        return np.ascontiguousarray(a, dtype=dt)
+    raise ValueError(f"unsupported output dtype {dt} (use uint8, uint16 or float32)")
+
+
+# ---------------------------------------------------------------------------------------------------- writing
+
+
+def _as_hwc(img: np.ndarray | torch.Tensor) -> np.ndarray:
+    if isinstance(img, torch.Tensor):
+        return from_tensor(img, np.float32)
+    a = np.asarray(img)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        return a
+    if a.ndim == 3 and a.shape[2] == 3:
+        return a
+    raise ValueError(f"expected an H×W×3 or H×W image, got shape {a.shape}")
+
+
+def _convert_depth(a: np.ndarray, depth: int) -> np.ndarray:
+    if depth == 32:
+        if a.dtype == np.uint8:
+            return a.astype(np.float32) / 255.0
+        if a.dtype == np.uint16:
+            return a.astype(np.float32) / 65535.0
+        return a.astype(np.float32)
+    if a.dtype.kind == "f":
+        x = np.nan_to_num(a.astype(np.float64), nan=0.0).clip(0.0, 1.0)
+        levels = 255.0 if depth == 8 else 65535.0
+        return np.round(x * levels).astype(np.uint8 if depth == 8 else np.uint16)
+    if a.dtype == np.uint8:
+        return a if depth == 8 else a.astype(np.uint16) * 257
+    if a.dtype == np.uint16:
+        return a if depth == 16 else ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    raise ValueError(f"unsupported image dtype {a.dtype} (expected uint8, uint16 or float)")
+
+
+def _encode(a: np.ndarray, ext: str, jpeg_quality: int) -> bytes:
+    if ext == ".png":
+        bgr = a[:, :, ::-1] if a.ndim == 3 else a
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+        if not ok:
+            raise OSError("PNG encoder failed")
+        return buf.tobytes()
+    bio = io.BytesIO()
+    if ext in (".tif", ".tiff"):
+        tifffile.imwrite(bio, a, photometric="rgb" if a.ndim == 3 else "minisblack")
+    else:
+        Image.fromarray(a).save(bio, format="JPEG", quality=jpeg_quality, subsampling=0)
+    return bio.getvalue()
+
+
+def write_image(
+    path: str | os.PathLike[str],
+    img: np.ndarray | torch.Tensor,
+    *,
+    bit_depth: int | None = None,
+    overwrite: bool = False,
+    jpeg_quality: int = 95,
+) -> Path:
+    """Write an image atomically (temporary name in the same folder, then ``os.replace``).
+
+    ``img``: H×W×3 / H×W numpy (uint8, uint16, or float in [0, 1]) or a 3×H×W float tensor. ``bit_depth``:
+    8 or 16 (PNG/TIFF; JPEG is 8 only) or 32 (float32 TIFF); default: 16 for uint16, else 8. An existing file
+    is kept (``UserError``) unless ``overwrite``.
+    """
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise UserError(f"cannot write {p}: unsupported extension '{ext}'; use .png, .tif or .jpg")
+    if p.exists() and not overwrite:
+        raise UserError(f"{p} already exists; pass --overwrite (overwrite=True) to replace it")
+    a = _as_hwc(img)
+    depth = bit_depth if bit_depth is not None else (16 if a.dtype == np.uint16 else 8)
+    if depth not in (8, 16, 32):
+        raise UserError(f"cannot write {p}: bit depth {depth} is not supported; use 8 or 16")
+    if ext in (".jpg", ".jpeg") and depth != 8:
+        raise UserError(f"cannot write {p}: JPEG is 8-bit only; use .png or .tif for {depth}-bit")
+    if depth == 32 and ext not in (".tif", ".tiff"):
+        raise UserError(f"cannot write {p}: 32-bit float needs .tif; use bit_depth 8 or 16 for {ext}")
+    data = _encode(np.ascontiguousarray(_convert_depth(a, depth)), ext, jpeg_quality)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p
+
+
+# ---------------------------------------------------------------------------------------------------- listing
+
+
+def natural_key(text: str) -> tuple:
+    """Sort key that orders 'img2' before 'img10' (numbers compared as numbers, letters case-insensitively)."""
+    parts = re.split(r"(\d+)", text)
+    return tuple(int(s) if i % 2 else s.lower() for i, s in enumerate(parts)), text
+
+
+def is_image_file(path: str | os.PathLike[str]) -> bool:
+    """A visible file with an image extension (case-insensitive); hidden/AppleDouble files are skipped."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+
+
+def list_images(
+    source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]], *, recursive: bool = False
+) -> list[Path]:
+    """Image files named by a file, a folder (``recursive`` for subfolders), a glob pattern, or a list of them.
+
+    Sorted naturally, extensions matched case-insensitively. Nothing found raises ``UserError``.
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        out: list[Path] = []
+        for item in source:
+            out.extend(list_images(item, recursive=recursive))
+        return out
+    p = Path(source)
+    text = str(source)
+    if p.is_file():
+        if p.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise UserError(
+                f"{p}: '{p.suffix}' is not a supported image type ({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return [p]
+    if p.is_dir():
+        it = p.rglob("*") if recursive else p.iterdir()
+        found = [
+            f for f in it if is_image_file(f) and not any(s.startswith(".") for s in f.relative_to(p).parts)
+        ]
+        if not found:
+            raise UserError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in folder {p}")
+        return sorted(found, key=lambda f: natural_key(str(f)))
+    if any(c in text for c in "*?["):
+        found = [Path(f) for f in glob.glob(text, recursive=True) if is_image_file(f)]
+        if not found:
+            raise UserError(f"no images match the pattern {text}")
+        return sorted(found, key=lambda f: natural_key(str(f)))
+    raise UserError(f"{p}: no such file or folder (check the path)")

@@ -1,0 +1,70 @@
+"""The encoder contract: low-light LR image → one conditioning feature map per flow level + an HR colour map.
+
+Why a shared base: FlowRestorer must be able to swap encoders without knowing which one it holds, so the
+shapes (level l at HR/2^(l+1), finest first) and the size checks live in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..maps import ImageValueError
+
+SCALES = (1, 2, 4)
+
+
+@dataclass
+class EncoderOutput:
+    """Conditioning for the flow.
+
+    ``features[l]`` is N×C_l×(sH/2^(l+1))×(sW/2^(l+1)), finest first; ``color_map`` is the predicted HR
+    colour-ratio map N×3×sH×sW (positive, sums to 1 over channels) or None.
+    """
+
+    features: list[torch.Tensor]
+    color_map: torch.Tensor | None
+
+
+class Encoder(nn.Module):
+    """Base class: holds ``scale``, ``levels``, ``out_channels``, ``input_multiple``; checks input sizes."""
+
+    out_channels: list[int]
+    input_multiple: int = 1
+
+    def __init__(self, scale: int, levels: int) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise ConfigError(f"scale must be one of {list(SCALES)}, got {scale!r}; pick a supported scale")
+        if not isinstance(levels, int) or levels < 1:
+            raise ConfigError(f"levels must be a positive integer, got {levels!r}")
+        self.scale = scale
+        self.levels = levels
+
+    def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        """Feature sizes per flow level for an LR input of ``height``×``width``."""
+        hr_h, hr_w = self.scale * height, self.scale * width
+        return [(hr_h >> (l + 1), hr_w >> (l + 1)) for l in range(self.levels)]
+
+    def size_multiple(self) -> int:
+        """The LR size multiple this encoder accepts: sH and sW must divide by 2^levels, H and W by
+        ``input_multiple``."""
+        return math.lcm(self.input_multiple, max(1, 2**self.levels // self.scale))
+
+    def check_input(self, lq: torch.Tensor) -> None:
+        """Raise ImageValueError (a ValueError) unless ``lq`` is N×3×H×W with sH, sW multiples of 2^levels."""
+        if lq.dim() != 4 or lq.shape[1] != 3:
+            raise ImageValueError(
+                f"encoder input must be N×3×H×W, got shape {tuple(lq.shape)}; pass a batch of RGB images"
+            )
+        h, w = lq.shape[-2:]
+        step = self.size_multiple()
+        if h % step or w % step or h == 0 or w == 0:
+            raise ImageValueError(
+                f"encoder input {h}×{w} at ×{self.scale} with {self.levels} flow levels needs H and W to be "
+                f"multiples of {step}; pad the input (FlowRestorer does this for you)"
+            )

@@ -1,0 +1,204 @@
+"""LoLiSRFlow's encoder: a multi-resolution parallel cross-scale transformer (MPCT).
+
+Why this shape: a dark, small input has to condition a flow that works on the *HR* grid. Parallel branches
+at LR/1, LR/2, LR/4 (HRNet-style) keep fine detail and wide context at once; transformer blocks inside each
+branch mix information (channel attention = global, window attention = local, both linear in pixels); repeated
+cross-scale fusion lets every branch receive the resampled sum of the others. The features for flow level l
+(HR/2^(l+1)) are then taken from the branch at that resolution, or pixel-shuffle-upsampled from the finest one
+when the level is finer than the LR grid (×2, ×4).
+
+Input: LR image + its histogram-equalised copy + its colour-ratio map (+ log input if ``log_input``).
+Colour map: the input's colour-ratio map, upsampled to HR, corrected by a learned residual in log space
+(zero-initialised, so at init the prediction *is* the upsampled input ratio), then a softmax over channels.
+No code of the paper has been released; sizes here are our choices, documented in ``MPCTConfig``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ConfigError
+from ..maps import color_ratio_map, histogram_equalize, log_input
+from .attention import TransformerBlock
+from .base import Encoder, EncoderOutput
+from .blocks import PixelShuffleUp, halve, resize
+
+
+@dataclass
+class MPCTConfig:
+    """MPCT sizes. Branch k runs at LR/2^k with ``dims[k]`` channels and ``heads[k]`` attention heads."""
+
+    dims: list[int] = field(default_factory=lambda: [32, 64, 96])
+    heads: list[int] = field(default_factory=lambda: [1, 2, 4])
+    stages: int = 2  # rounds of (transformer blocks in every branch → cross-scale fusion)
+    blocks: int = 1  # transformer blocks per branch per stage
+    ffn_expansion: float = 2.0
+    attention: Literal["channel", "window", "alternate"] = "channel"  # alternate: window, channel, window, …
+    window: int = 8
+    cond_channels: int = 64  # conditioning channels handed to every flow level
+    log_input: bool = False  # also feed log(lq + 1e-3) (LLFlow's input domain)
+
+    def __post_init__(self) -> None:
+        if not self.dims or len(self.dims) != len(self.heads):
+            raise ConfigError(f"mpct: dims {self.dims} and heads {self.heads} must be equally long")
+        for d, h in zip(self.dims, self.heads):
+            if d < 1 or h < 1 or d % h:
+                raise ConfigError(f"mpct: each dim must be a positive multiple of its heads, got {d}, {h}")
+        for name in ("stages", "blocks", "window", "cond_channels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"mpct: {name} must be >= 1, got {getattr(self, name)}")
+        if self.ffn_expansion <= 0:
+            raise ConfigError(f"mpct: ffn_expansion must be > 0, got {self.ffn_expansion}")
+
+    @classmethod
+    def tiny(cls) -> MPCTConfig:
+        """CPU-trainable size (~0.6 M parameters): 3 branches, 2 stages, channel attention."""
+        return cls(
+            dims=[32, 64, 96], heads=[1, 2, 4], stages=2, blocks=1, ffn_expansion=2.0, attention="channel"
+        )
+
+    @classmethod
+    def paper(cls) -> MPCTConfig:
+        """Paper-like size (~4.3 M parameters): wider branches, 3 stages of 2 blocks, window/channel attention."""
+        return cls(
+            dims=[48, 96, 192],
+            heads=[1, 2, 4],
+            stages=3,
+            blocks=2,
+            ffn_expansion=2.66,
+            attention="alternate",
+            window=8,
+            cond_channels=64,
+            log_input=True,
+        )
+
+
+class CrossScaleFusion(nn.Module):
+    """Every target branch i receives Σ_j resample(x_j): finer branches are 2×2-average-pooled then projected
+    (1×1 conv), coarser ones projected then bilinearly upsampled; both run at the cheaper resolution."""
+
+    def __init__(self, dims: list[int], targets: list[int]) -> None:
+        super().__init__()
+        self.targets = sorted(targets)
+        pairs = [(j, i) for i in self.targets for j in range(len(dims)) if j != i]
+        self.links = nn.ModuleDict({f"{j}_{i}": nn.Conv2d(dims[j], dims[i], 1) for j, i in pairs})
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        out = list(xs)
+        for i in self.targets:
+            acc = xs[i]
+            for j, x in enumerate(xs):
+                if j < i:
+                    for _ in range(i - j):
+                        x = halve(x)
+                    acc = acc + self.links[f"{j}_{i}"](x)
+                elif j > i:
+                    acc = acc + resize(self.links[f"{j}_{i}"](x), xs[i].shape[-2:])
+            out[i] = acc
+        return out
+
+
+class _Stage(nn.Module):
+    """Transformer blocks in each branch, then one cross-scale fusion."""
+
+    def __init__(self, cfg: MPCTConfig, first_block: int, targets: list[int]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList()
+        for d, h in zip(cfg.dims, cfg.heads):
+            blocks = []
+            for b in range(cfg.blocks):
+                kind = cfg.attention
+                if kind == "alternate":
+                    kind = "window" if (first_block + b) % 2 == 0 else "channel"
+                blocks.append(TransformerBlock(d, h, cfg.ffn_expansion, kind, cfg.window))
+            self.branches.append(nn.Sequential(*blocks))
+        self.fusion = CrossScaleFusion(cfg.dims, targets)
+
+    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        return self.fusion([branch(x) for branch, x in zip(self.branches, xs)])
+
+
+class MPCTEncoder(Encoder):
+    """LR image → conditioning features on the HR grid for each flow level + predicted HR colour-ratio map."""
+
+    def __init__(self, cfg: MPCTConfig, scale: int, levels: int) -> None:
+        super().__init__(scale, levels)
+        self.cfg = cfg
+        dims, nb = cfg.dims, len(cfg.dims)
+        in_ch = 12 if cfg.log_input else 9
+        d0 = dims[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_ch, d0, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(d0, d0, 3, padding=1)
+        )
+        self.down = nn.ModuleList(
+            nn.Conv2d(dims[k - 1], dims[k], 3, stride=2, padding=1) for k in range(1, nb)
+        )
+
+        # Where each level's features come from: ("up", e) = finest branch upsampled e times (level finer
+        # than LR), or ("branch", k, p) = branch k average-pooled p more times (coarser than the last branch).
+        log_s = scale.bit_length() - 1
+        self.sources: list[tuple[str, int, int]] = []
+        for l in range(levels):
+            e = log_s - (l + 1)
+            if e >= 0:
+                self.sources.append(("up", e, 0))
+            else:
+                k = -e
+                self.sources.append(("branch", min(k, nb - 1), max(0, k - nb + 1)))
+        needed = sorted({0 if kind == "up" else k for kind, k, _ in self.sources})
+        self.stages = nn.ModuleList(
+            _Stage(cfg, s * cfg.blocks, needed if s == cfg.stages - 1 else list(range(nb)))
+            for s in range(cfg.stages)
+        )
+        n_up = max((e for kind, e, _ in self.sources if kind == "up"), default=0)
+        self.ups = nn.ModuleList(PixelShuffleUp(dims[0]) for _ in range(n_up))
+
+        src_ch = [dims[0] if kind == "up" else dims[k] for kind, k, _ in self.sources]
+        cond = cfg.cond_channels
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, cond, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(cond, cond, 1))
+            for c in src_ch
+        )
+        self.out_channels = [cond] * levels
+        # colour residual from the level-0 source (HR/2) to HR by pixel shuffle; zero init = input ratio
+        self.color_head = nn.Conv2d(src_ch[0], 12, 3, padding=1)
+        nn.init.zeros_(self.color_head.weight)
+        nn.init.zeros_(self.color_head.bias)
+
+    def _inputs(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cr = color_ratio_map(lq)
+        parts = [lq, histogram_equalize(lq), cr]
+        if self.cfg.log_input:
+            parts.append(log_input(lq))
+        return torch.cat(parts, dim=1), cr
+
+    def forward(self, lq: torch.Tensor) -> EncoderOutput:
+        self.check_input(lq)
+        x, cr = self._inputs(lq)
+        xs = [self.stem(x)]
+        for conv in self.down:
+            xs.append(conv(F.leaky_relu(xs[-1], 0.2)))
+        for stage in self.stages:
+            xs = stage(xs)
+        ups = [xs[0]]
+        for up in self.ups:
+            ups.append(up(ups[-1]))
+
+        sources = []
+        for kind, k, pools in self.sources:
+            y = ups[k] if kind == "up" else xs[k]
+            for _ in range(pools):
+                y = halve(y)
+            sources.append(y)
+        features = [head(y) for head, y in zip(self.heads, sources)]
+
+        hr = (self.scale * lq.shape[-2], self.scale * lq.shape[-1])
+        prior = torch.log(resize(cr, hr).clamp_min(0.0) + 1e-4)
+        delta = F.pixel_shuffle(self.color_head(sources[0]), 2)
+        color_map = torch.softmax(prior + delta, dim=1)
+        return EncoderOutput(features=features, color_map=color_map)

@@ -1,0 +1,217 @@
+"""Joint regression baseline: the tiny LoLiSRFlow's MPCT encoder + a convolutional upsampling head, trained with L1.
+
+Why: LoLiSRFlow's claim is that a *flow* beats plain regression on joint low-light enhancement + SR. To test it on
+our data the regressor must differ from the flow only in what replaces the flow: it reuses the very same encoder
+(same config, same per-level features on the HR grid, same predicted colour-ratio map) and spends roughly the
+flow's parameter and FLOP budget on a decoder (coarse → fine fusion of the level features, residual blocks, a
+pixel-shuffle ×2 to the HR grid, the colour map as an extra input of the last conv).
+
+It honours the FlowRestorer contract where it makes sense (``scale``, ``levels``, ``pad_multiple``, ``loss``,
+``restore``, ``sample``, ``initialize``), so the zoo, the trainer, tiled inference and ``nightflow.load`` treat it
+like a flow. A regression model has no distribution: ``restore`` ignores the temperature and ``sample`` returns
+identical copies. The helpers here (padding, residual block, the contract's sampling and init methods) are shared
+with :mod:`nightflow.models.sequential`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..encoders import build_encoder
+from ..encoders.blocks import PixelShuffleUp, resize
+from ..errors import ConfigError
+from ..maps import ImageValueError, color_ratio_map
+
+
+# ----------------------------------------------------------------------------------------------- shared pieces
+class ResBlock(nn.Module):
+    """conv3×3 → leaky ReLU → conv3×3, added back with ``res_scale`` (EDSR's block, no batch norm)."""
+
+    def __init__(self, channels: int, res_scale: float = 1.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.res_scale = res_scale
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.res_scale * self.conv2(F.leaky_relu(self.conv1(x), 0.2))
+
+
+def pad_to_multiple(lq: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
+    """Replicate-pad an N×3×H×W batch on the bottom/right to a multiple of ``multiple``; return it and (H, W)."""
+    if lq.dim() != 4 or lq.shape[1] != 3:
+        raise ImageValueError(
+            f"lq: expected shape (N, 3, H, W), got {tuple(lq.shape)}; pass a batch of RGB images"
+        )
+    h, w = lq.shape[-2:]
+    if h == 0 or w == 0:
+        raise ImageValueError(f"lq: empty image of shape {tuple(lq.shape)}; pass a non-empty image")
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph or pw:
+        lq = F.pad(lq, (0, pw, 0, ph), mode="replicate")
+    return lq, (h, w)
+
+
+def check_pair(hq: Tensor, lq: Tensor, scale: int) -> None:
+    """Raise ImageValueError unless ``hq`` is exactly ``scale``× the size of ``lq`` (same batch)."""
+    expected = (lq.shape[0], 3, scale * lq.shape[-2], scale * lq.shape[-1])
+    if tuple(hq.shape) != expected:
+        raise ImageValueError(
+            f"hq: expected shape {expected} (×{scale} the lq size), got {tuple(hq.shape)}; "
+            f"crop the pair so the HR side is exactly {scale}× the LR side"
+        )
+
+
+class DeterministicRestorer(nn.Module):
+    """The FlowRestorer contract for models without a latent distribution.
+
+    Subclasses set ``scale``, ``levels`` and ``pad_multiple`` and implement ``_restore_padded(lq_p)`` on a
+    padded batch; everything else (padding, cropping, clamping, sampling, init) lives here once.
+    """
+
+    scale: int
+    levels: int
+    pad_multiple: int
+
+    def _restore_padded(self, lq_p: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def restore(
+        self,
+        lq: Tensor,
+        temperature: float = 0.0,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Restored HR image in [0, 1], N×3×sH×sW. Deterministic: ``temperature``, ``noise`` and ``generator``
+        are accepted for the common interface and ignored (a regression model has no distribution)."""
+        lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
+        out = self._restore_padded(lq_p)
+        return out[:, :, : self.scale * h, : self.scale * w].clamp(0.0, 1.0)
+
+    def sample(
+        self, lq: Tensor, n: int = 4, temperature: float = 0.8, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` identical copies of :meth:`restore`, shape n×N×3×sH×sW (no distribution to sample from)."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        out = self.restore(lq)
+        return out.unsqueeze(0).expand(n, *out.shape).clone()
+
+    @torch.no_grad()
+    def initialize(self, hq: Tensor, lq: Tensor) -> None:
+        """No data-dependent layers: nothing to initialise (kept so the trainer treats every model alike)."""
+
+
+# ----------------------------------------------------------------------------------------------- config
+@dataclass
+class RegressionConfig:
+    """Joint regression baseline: encoder (as the flow's) + upsampling head; L1 (+ optional colour-map L1)."""
+
+    kind: Literal["regression"] = "regression"  # which builder in nightflow.models.MODEL_KINDS rebuilds it
+    name: str = "custom-regression"
+    description: str = ""
+    task: str = "low-light enhancement + super-resolution"
+    scale: int = 2
+    encoder: str = "mpct"
+    encoder_config: dict[str, Any] = field(default_factory=dict)
+    levels: int = 3  # encoder feature levels (HR/2 … HR/2^levels), as the flow's levels
+    head_channels: list[int] = field(
+        default_factory=lambda: [64, 96, 128]
+    )  # head width per level, finest first
+    head_blocks: int = 2  # residual blocks per level
+    use_color_map: bool = True  # feed the encoder's predicted HR colour-ratio map to the last conv
+    l1_weight: float = 1.0
+    color_weight: float = 0.0  # optional L1 between predicted and GT colour-ratio maps (as the flow's)
+    seed: int = 0  # initialisation seed
+
+    def __post_init__(self) -> None:
+        if self.scale not in (1, 2, 4):
+            raise ConfigError(f"scale must be 1, 2 or 4, got {self.scale}")
+        if self.levels < 1:
+            raise ConfigError(f"levels must be >= 1, got {self.levels}")
+        if len(self.head_channels) != self.levels or any(c < 1 for c in self.head_channels):
+            raise ConfigError(
+                f"head_channels needs one positive width per level ({self.levels}), got {self.head_channels}"
+            )
+        if self.head_blocks < 0:
+            raise ConfigError(f"head_blocks must be >= 0, got {self.head_blocks}")
+        if self.l1_weight <= 0 or self.color_weight < 0:
+            raise ConfigError("l1_weight must be > 0 (it trains the head) and color_weight >= 0")
+
+
+# ----------------------------------------------------------------------------------------------- model
+class JointRegressor(DeterministicRestorer):
+    """Low-light LR → normal-light HR in one network: encoder features fused coarse → fine, then ×2 to HR."""
+
+    def __init__(self, cfg: RegressionConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.scale = cfg.scale
+        self.levels = cfg.levels
+        self.encoder = build_encoder(cfg.encoder, cfg.encoder_config, cfg.scale, cfg.levels)
+        self.pad_multiple = self.encoder.size_multiple()
+        cond, ch = list(self.encoder.out_channels), cfg.head_channels
+        top = cfg.levels - 1
+        self.stem = nn.Conv2d(cond[top], ch[top], 3, padding=1)
+        # fuse[l]: [upsampled level l+1 head features, encoder features of level l] → ch[l]
+        self.fuse = nn.ModuleList(
+            nn.Conv2d(ch[l + 1] + cond[l], ch[l], 3, padding=1) if l < top else nn.Identity()
+            for l in range(cfg.levels)
+        )
+        self.bodies = nn.ModuleList(nn.Sequential(*(ResBlock(c) for _ in range(cfg.head_blocks))) for c in ch)
+        self.up = PixelShuffleUp(ch[0])  # HR/2 → HR
+        self.out = nn.Conv2d(ch[0] + (3 if cfg.use_color_map else 0), 3, 3, padding=1)
+
+    def predict(self, lq_p: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(unclamped HR prediction, predicted HR colour map) for an already padded LR batch."""
+        enc = self.encoder(lq_p)
+        feats = enc.features
+        top = self.levels - 1
+        y = self.bodies[top](F.leaky_relu(self.stem(feats[top]), 0.2))
+        for l in range(top - 1, -1, -1):
+            y = resize(y, feats[l].shape[-2:])
+            y = F.leaky_relu(self.fuse[l](torch.cat([y, feats[l]], dim=1)), 0.2)
+            y = self.bodies[l](y)
+        y = self.up(y)
+        if self.cfg.use_color_map:
+            if enc.color_map is None:
+                raise ConfigError(
+                    f"encoder '{self.cfg.encoder}' predicts no colour map; set use_color_map: false"
+                )
+            y = torch.cat([y, enc.color_map], dim=1)
+        return self.out(y), enc.color_map
+
+    def _restore_padded(self, lq_p: Tensor) -> Tensor:
+        return self.predict(lq_p)[0]
+
+    def loss(self, hq: Tensor, lq: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """{"l1", ["color"], "total"}: L1 of the prediction against the HR target (padding excluded).
+
+        ``generator`` is accepted for the common interface; the loss draws nothing at random.
+        """
+        check_pair(hq, lq, self.scale)
+        lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
+        pred, color_map = self.predict(lq_p)
+        hh, ww = self.scale * h, self.scale * w
+        l1 = (pred[:, :, :hh, :ww] - hq).abs().mean()
+        terms = {"l1": l1}
+        total = self.cfg.l1_weight * l1
+        if self.cfg.color_weight > 0 and color_map is not None:
+            color = (color_map[:, :, :hh, :ww] - color_ratio_map(hq)).abs().mean()
+            terms["color"] = color
+            total = total + self.cfg.color_weight * color
+        terms["total"] = total
+        return terms
+
+
+def build_regression(cfg: RegressionConfig) -> JointRegressor:
+    """Build a JointRegressor with reproducible initial weights (seeded by ``cfg.seed``)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return JointRegressor(cfg)

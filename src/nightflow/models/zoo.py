@@ -1,0 +1,134 @@
+"""The model zoo: named configurations (YAML in nightflow/configs/) and bundled weights (nightflow/weights/).
+
+A name resolves to ``configs/<name>.yaml``; short aliases (``lolisrflow-x2``) point at the bundled size. Weights
+for a name live in ``weights/<name>.safetensors`` with a model card ``weights/<name>.md``; nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import from_dict, load_yaml
+from ..errors import ConfigError, UserError
+from .checkpoint import load_model
+from .config import ModelConfig
+
+PACKAGE = Path(__file__).resolve().parents[1]
+CONFIG_DIR = PACKAGE / "configs"
+WEIGHTS_DIR = PACKAGE / "weights"
+ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)}
+
+
+def config_names() -> list[str]:
+    """Names of every model configuration shipped with nightflow."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def canonical(name: str) -> str:
+    return ALIASES.get(name, name)
+
+
+def parse_model_config(data: dict[str, Any]) -> Any:
+    """A model config from plain data; its ``kind`` (default "flow") picks the dataclass, strictly."""
+    from . import MODEL_KINDS
+
+    kind = data.get("kind", "flow")
+    if kind not in MODEL_KINDS:
+        raise ConfigError(f"unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
+    return from_dict(MODEL_KINDS[kind][0], data)
+
+
+def get_config(name: str) -> ModelConfig:
+    """The config of a zoo name or alias (strict: a misspelt key in the YAML is an error naming it)."""
+    path = CONFIG_DIR / f"{canonical(name)}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown model '{name}'; known: {', '.join(config_names() + sorted(ALIASES))}")
+    try:
+        return parse_model_config(load_yaml(path))
+    except ConfigError as exc:
+        raise ConfigError(f"{path.name}: {exc}") from exc
+
+
+def weights_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{canonical(name)}.safetensors"
+
+
+@functools.cache
+def _param_count(name: str) -> int:
+    from . import build_any
+
+    return sum(p.numel() for p in build_any(get_config(name)).parameters())
+
+
+def list_models(count_params: bool = True) -> list[dict[str, Any]]:
+    """One dict per zoo model: name, aliases, scale, task, params, bundled (weights shipped), description."""
+    rows = []
+    for name in config_names():
+        cfg = get_config(name)
+        rows.append(
+            {
+                "name": name,
+                "aliases": [a for a, target in ALIASES.items() if target == name],
+                "scale": cfg.scale,
+                "task": cfg.task,
+                "params": _param_count(name) if count_params else None,
+                "bundled": weights_path(name).is_file(),
+                "description": cfg.description,
+            }
+        )
+    return rows
+
+
+def _resolve_checkpoint(path: Path) -> Path:
+    """A weights file, a checkpoint folder holding model.safetensors, or a run folder (best, else latest)."""
+    if path.is_file():
+        return path
+    if (path / "model.safetensors").is_file():
+        return path / "model.safetensors"
+    ckpts = path / "checkpoints"
+    if ckpts.is_dir():
+        if (ckpts / "best" / "model.safetensors").is_file():
+            return ckpts / "best" / "model.safetensors"
+        steps = sorted(ckpts.glob("step_*/model.safetensors"))
+        if steps:
+            return steps[-1]
+    raise UserError(f"{path}: no model.safetensors found (expected a weights file, checkpoint or run folder)")
+
+
+def load_restorer(
+    name_or_path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
+    """(restorer, info) for a zoo name with bundled weights, a weights file, or a trainer run/checkpoint folder."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.exists():
+        weights = _resolve_checkpoint(path)
+        return load_model(weights, device), {"name": text, "path": str(weights)}
+    if canonical(text) in config_names():
+        weights = weights_path(text)
+        if not weights.is_file():
+            raise UserError(
+                f"model '{text}' has no bundled weights; train it (`nightflow train CONFIG.yaml`) and pass the "
+                f"checkpoint path, or pick a bundled model from `nightflow models`"
+            )
+        card = weights.with_suffix(".md")
+        info = {"name": canonical(text), "path": str(weights), "card": str(card) if card.is_file() else None}
+        return load_model(weights, device), info
+    if any(sep in text for sep in ("/", "\\")) or text.endswith(".safetensors"):
+        raise UserError(f"checkpoint not found: {text}")
+    raise UserError(
+        f"unknown model '{text}'; run `nightflow models` to list the zoo, or pass a checkpoint path"
+    )
+
+
+def load(name_or_path: str | Path, device: str | torch.device = "cpu"):
+    """``nightflow.load``: a ready-to-use :class:`nightflow.api.Model` ("auto" device picks CUDA when present)."""
+    from ..api import Model
+    from ..inference import resolve_device
+
+    restorer, info = load_restorer(name_or_path, resolve_device(device))
+    return Model(restorer, info)

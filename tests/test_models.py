@@ -1,0 +1,177 @@
+"""FlowRestorer and the zoo: sizes, exact inverse for every named config, likelihood, overfitting, sampling,
+weights files and strict configs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+import nightflow
+import nightflow.api
+from nightflow.errors import ConfigError, UserError
+from nightflow.models import ModelConfig, build_model
+from nightflow.models.checkpoint import load_model, save_model
+from nightflow.models.zoo import config_names, get_config
+
+
+def tiny(scale: int, **flow_overrides) -> ModelConfig:
+    cfg = get_config(f"lolisrflow-x{scale}")
+    if flow_overrides:
+        cfg = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, **flow_overrides))
+    return cfg
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4])
+@pytest.mark.parametrize("size", [(37, 53), (16, 16), (9, 4)])
+def test_restore_output_is_scale_times_input_for_any_size(scale, size):
+    model = build_model(tiny(scale, steps=1)).eval()
+    lq = torch.rand(1, 3, *size)
+    with torch.no_grad():
+        out = model.restore(lq)
+    assert out.shape == (1, 3, scale * size[0], scale * size[1])
+    assert out.min() >= 0 and out.max() <= 1
+
+
+FLOW_CONFIGS = [n for n in config_names() if isinstance(get_config(n), ModelConfig)]
+
+
+def test_zoo_has_the_named_flow_configs():
+    expected = {f"lolisrflow-x{s}-{size}" for s in (1, 2, 4) for size in ("tiny", "paper")} | {
+        "llflow",
+        "llflow-small",
+    }
+    assert expected <= set(FLOW_CONFIGS)
+
+
+@pytest.mark.parametrize("name", FLOW_CONFIGS)
+def test_decode_inverts_encode_for_every_named_config(name):
+    model = build_model(get_config(name))
+    s = model.scale
+    lq = torch.rand(1, 3, 8 if s > 1 else 16, 12 if s > 1 else 24)
+    hq = torch.rand(1, 3, s * lq.shape[2], s * lq.shape[3])
+    model.initialize(hq, lq)  # ActNorm data init, so the layers are not at the identity
+    model.eval()
+    with torch.no_grad():
+        latents, logdet = model.encode(hq, lq)
+        back = model.decode(latents, lq)
+    assert torch.isfinite(logdet).all()
+    assert (back - hq).abs().max() < 1e-4
+
+
+def test_encode_decode_pad_odd_sizes_and_crop_back():
+    model = build_model(tiny(4, steps=1))
+    lq, hq = torch.rand(2, 3, 37, 53), torch.rand(2, 3, 148, 212)
+    model.initialize(hq, lq)
+    model.eval()
+    with torch.no_grad():
+        back = model.decode(model.encode(hq, lq)[0], lq)
+    assert back.shape == hq.shape and (back - hq).abs().max() < 1e-4
+
+
+def test_log_prob_is_finite_and_differentiable():
+    model = build_model(tiny(2, steps=1))
+    lq, hq = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    bpd = model.log_prob(hq, lq)
+    assert bpd.shape == (2,) and torch.isfinite(bpd).all()
+    bpd.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_overfitting_one_pair_reduces_nll_and_l1_by_a_large_factor():
+    torch.manual_seed(0)
+    model = build_model(tiny(2, steps=2, hidden=16))
+    y, x = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
+    hq = torch.stack([0.2 + 0.6 * x, 0.3 + 0.5 * y, 0.5 + 0.3 * x * y]).unsqueeze(0)
+    lq = torch.nn.functional.avg_pool2d(hq, 2) * 0.1  # dark and ×2 smaller
+    gen = torch.Generator().manual_seed(0)
+    # LLFlow's learning rate and gradient clipping: one image is an extreme target (the NLL wants to collapse the
+    # coupling scales, which makes the reverse pass of the L1 term explode at higher rates without clipping)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-4)
+    model.train()
+    history = []
+    for _ in range(200):
+        terms = model.loss(hq, lq, gen)
+        opt.zero_grad()
+        terms["total"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        opt.step()
+        history.append((float(terms["nll"].detach()), float(terms["l1"].detach())))
+    nll0, l10 = history[0]
+    nll_end = sum(h[0] for h in history[-10:]) / 10
+    l1_end = sum(h[1] for h in history[-10:]) / 10
+    assert nll_end < nll0 / 2, (nll0, nll_end)
+    assert l1_end < l10 / 5, (l10, l1_end)
+
+
+def test_temperature_zero_is_deterministic_and_samples_differ():
+    model = build_model(tiny(2, steps=1))
+    lq = torch.rand(1, 3, 8, 8)
+    model.initialize(torch.rand(1, 3, 16, 16), lq)
+    model.eval()
+    with torch.no_grad():
+        a = model.restore(lq, temperature=0.0, generator=torch.Generator().manual_seed(1))
+        b = model.restore(lq, temperature=0.0, generator=torch.Generator().manual_seed(2))
+        samples = model.sample(lq, n=4, temperature=0.8, generator=torch.Generator().manual_seed(0))
+        again = model.sample(lq, n=4, temperature=0.8, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    assert samples.shape == (4, 1, 3, 16, 16)
+    assert torch.equal(samples, again)
+    flat = samples.reshape(4, -1)
+    for i in range(4):
+        for j in range(i + 1, 4):
+            assert (flat[i] - flat[j]).abs().max() > 1e-3
+
+
+def test_uncertainty_is_zero_at_temperature_zero_and_positive_above():
+    model = build_model(tiny(2, steps=1))
+    model.initialize(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 8, 8))
+    api = nightflow.api.Model(model.eval())
+    img = (torch.rand(8, 8, 3).numpy() * 255).astype("uint8")
+    assert float(abs(api.uncertainty(img, n=3, temperature=0.0)).max()) == 0.0
+    assert float(api.uncertainty(img, n=3, temperature=0.8).max()) > 0.0
+
+
+def test_weights_file_round_trip_rebuilds_the_same_model(tmp_path):
+    cfg = tiny(2, steps=1)
+    model = build_model(cfg)
+    lq = torch.rand(1, 3, 8, 8)
+    model.initialize(torch.rand(1, 3, 16, 16), lq)
+    model.eval()
+    path = save_model(model, tmp_path / "m.safetensors", cfg, {"note": "test"})
+    loaded = load_model(path)
+    with torch.no_grad():
+        assert torch.equal(model.restore(lq), loaded.restore(lq))
+    loaded_api = nightflow.load(str(path))
+    assert loaded_api.scale == 2
+    assert loaded_api.restorer.cfg == cfg
+
+
+def test_zoo_name_without_weights_says_so_and_unknown_names_fail_clearly():
+    with pytest.raises(UserError, match="no bundled weights"):
+        nightflow.load("llflow")
+    with pytest.raises(UserError, match="unknown model 'lolisrflow-x3'"):
+        nightflow.load("lolisrflow-x3")
+    with pytest.raises(UserError, match="not found"):
+        nightflow.load("runs/missing/model.safetensors")
+
+
+def test_misspelt_yaml_key_is_an_error_naming_the_key(tmp_path):
+    from nightflow.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("scale: 2\nflow:\n  levles: 3\n")
+    with pytest.raises(ConfigError, match=r"unknown config key 'flow.levles' \(did you mean 'levels'\?\)"):
+        load_config(ModelConfig, path)
+    path.write_text("scale: 3\n")
+    with pytest.raises(ConfigError, match="scale must be 1, 2 or 4"):
+        load_config(ModelConfig, path)
+
+
+def test_wrong_hq_size_names_the_expected_shape():
+    model = build_model(tiny(2, steps=1))
+    with pytest.raises(ValueError, match=r"hq: expected shape \(1, 3, 16, 16\)"):
+        model.encode(torch.rand(1, 3, 12, 16), torch.rand(1, 3, 8, 8))
