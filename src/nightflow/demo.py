@@ -1,7 +1,8 @@
-"""`make demo` (interim, until trained weights ship): a small conditional flow round-trips a bundled photo.
+"""`make demo`: brighten and upscale the bundled dark sample photos (×2 and ×4) with the bundled weights.
 
-It conditions a 3-level ConditionalGlow on a darkened copy of the photo, encodes the photo to latents, decodes
-them back, and prints the round-trip error and the likelihood in bits per dimension.
+Writes each restoration and a before/after figure to demo_out/ (the demo's own folder, refreshed on every run)
+and prints where they are. The samples in examples/ were made from held-out validation photos
+(scripts/make_examples.py), never from training photos.
 """
 
 from __future__ import annotations
@@ -11,43 +12,71 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from .flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize
+import nightflow
+from nightflow.data.io import read_image, write_image
+from nightflow.metrics import psnr
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "flow_roundtrip.png"
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+OUT = ROOT / "demo_out"
+MODELS = ("lolisrflow-x2", "lolisrflow-x4")
+
+
+def _panel(img: np.ndarray, size: tuple[int, int], label: str) -> Image.Image:
+    panel = Image.fromarray(img).resize(
+        size, Image.Resampling.NEAREST if img.shape[1] < size[0] else Image.BICUBIC
+    )
+    draw = ImageDraw.Draw(panel)
+    draw.rectangle((0, 0, 8 + 6 * len(label), 16), fill=(0, 0, 0))
+    draw.text((4, 3), label, fill=(255, 255, 255))
+    return panel
+
+
+def _figure(rows: list[list[Image.Image]]) -> Image.Image:
+    w, h = rows[0][0].size
+    fig = Image.new("RGB", (w * len(rows[0]), h * len(rows)), (255, 255, 255))
+    for r, row in enumerate(rows):
+        for c, panel in enumerate(row):
+            fig.paste(panel, (c * w, r * h))
+    return fig
 
 
 def main() -> int:
-    if not EXAMPLE.is_file():
-        print(f"demo image missing: {EXAMPLE}", file=sys.stderr)
+    darks = sorted(EXAMPLES.glob("*_dark.png"))
+    if not darks:
+        print(f"no demo samples in {EXAMPLES}", file=sys.stderr)
         return 2
-    torch.manual_seed(0)
-    hq = torch.from_numpy(np.asarray(Image.open(EXAMPLE).convert("RGB"), dtype=np.float32) / 255.0)
-    hq = hq.permute(2, 0, 1).unsqueeze(0)
-    dark = hq * 0.1
-    flow = ConditionalGlow(GlowConfig(levels=3, steps=4, hidden=32, cond_channels=3))
-    conds = [F.avg_pool2d(dark, 2 ** (level + 1)) for level in range(3)]
-    x = dequantize(hq, 256, torch.Generator().manual_seed(0))
-    start = time.perf_counter()
-    flow.train()
-    with torch.no_grad():
-        flow.encode(x, conds)  # data-dependent ActNorm initialisation
-        flow.eval()
-        latents, logdet = flow.encode(x, conds)
-        back = flow.decode(latents, conds)
-        log_p = flow.log_prob(x, conds)
-    seconds = time.perf_counter() - start
-    params = sum(p.numel() for p in flow.parameters())
-    print(
-        f"nightflow demo: {EXAMPLE.name} {tuple(hq.shape[2:])}, ConditionalGlow L=3 K=4 ({params / 1e6:.2f} M params)"
-    )
-    print(f"  latents: {[tuple(z.shape[1:]) for z in latents]}")
-    print(f"  round-trip max |decode(encode(x)) - x| = {float((back - x).abs().max()):.2e}")
-    print(f"  NLL (untrained flow) = {float(bits_per_dim(log_p, x[0].numel(), 256)):.3f} bits/dim")
-    print(f"  time {seconds:.2f} s on {torch.get_num_threads()} CPU threads")
+    OUT.mkdir(exist_ok=True)
+    models = {name: nightflow.load(name, device="auto") for name in MODELS}
+    rows = []
+    for dark_path in darks:
+        stem = dark_path.stem.removesuffix("_dark")
+        dark = read_image(dark_path)
+        ref_path = EXAMPLES / f"{stem}_reference.png"
+        ref = read_image(ref_path) if ref_path.is_file() else None
+        size = (dark.shape[1] * 4, dark.shape[0] * 4)
+        row = [_panel(dark, size, "input (dark, 1/4 size)")]
+        for name, model in models.items():
+            start = time.perf_counter()
+            out = model.restore(dark)
+            seconds = time.perf_counter() - start
+            path = write_image(OUT / f"{stem}_x{model.scale}.png", out, overwrite=True)
+            note = ""
+            if ref is not None and model.scale == 4:
+                note = f", PSNR {psnr(out.astype(np.float32) / 255, ref.astype(np.float32) / 255):.2f} dB vs reference"
+            print(
+                f"{dark_path.name} → {path.relative_to(ROOT)} ({out.shape[1]}×{out.shape[0]}, {seconds:.1f} s{note})"
+            )
+            row.append(_panel(out, size, f"{name}"))
+        if ref is not None:
+            row.append(_panel(ref, size, "reference (normal light)"))
+        rows.append(row)
+    fig_path = OUT / "before_after.png"
+    write_image(fig_path, np.asarray(_figure(rows)), overwrite=True)
+    print(f"\nbefore/after figure: {fig_path.relative_to(ROOT)}")
+    print(f"try it on your photos: .venv/bin/nightflow enhance PHOTO.jpg --model {MODELS[0]} -o out/")
     return 0
 
 

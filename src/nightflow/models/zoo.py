@@ -32,14 +32,15 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def parse_model_config(data: dict[str, Any]) -> Any:
+def parse_model_config(data: dict[str, Any], path: str = "") -> Any:
     """A model config from plain data; its ``kind`` (default "flow") picks the dataclass, strictly."""
     from . import MODEL_KINDS
 
     kind = data.get("kind", "flow")
     if kind not in MODEL_KINDS:
-        raise ConfigError(f"unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
-    return from_dict(MODEL_KINDS[kind][0], data)
+        where = f"{path}.kind" if path else "kind"
+        raise ConfigError(f"{where}: unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
+    return from_dict(MODEL_KINDS[kind][0], data, path)
 
 
 def get_config(name: str) -> ModelConfig:

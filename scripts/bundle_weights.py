@@ -1,0 +1,67 @@
+"""Copy a trained run's weights into the package (nightflow/weights/<name>.safetensors) as float16.
+
+Why float16: the bundled models must fit in 25 MB together; rounding the stored weights does not affect
+invertibility (encode and decode use the same rounded weights, computed in float32). The run's training facts
+(steps, wall time, hardware, recipe) go into the file's metadata for the model card.
+
+    python scripts/bundle_weights.py runs/lolisrflow-x2-tiny lolisrflow-x2-tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nightflow.models.checkpoint import read_metadata
+from nightflow.models.zoo import WEIGHTS_DIR, _resolve_checkpoint
+
+
+def training_facts(run_dir: Path) -> dict:
+    """Steps, wall time and last logged losses from the run's log.jsonl."""
+    rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    train = [r for r in rows if r.get("kind") == "train"]
+    last = train[-1]
+    return {
+        "steps": last["step"],
+        "wall_time_s": round(last["elapsed_s"], 1),
+        "final_losses": {k: round(v, 4) for k, v in last.items() if k in ("nll", "l1", "total", "color")},
+        "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("name", help="zoo name, e.g. lolisrflow-x2-tiny")
+    parser.add_argument("--recipe", help="training command to record in the metadata")
+    args = parser.parse_args(argv)
+    src = _resolve_checkpoint(args.run_dir)
+    meta = read_metadata(src)
+    facts = training_facts(args.run_dir)
+    facts["checkpoint"] = str(src.relative_to(args.run_dir))
+    if args.recipe:
+        facts["recipe"] = args.recipe
+    meta["nightflow_training"] = json.dumps(facts)
+    tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src)).items()}
+    WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
+    dst = WEIGHTS_DIR / f"{args.name}.safetensors"
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, dst)
+    print(
+        f"{src} → {dst} ({dst.stat().st_size / 1e6:.1f} MB), {facts['steps']} steps, {facts['wall_time_s']} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

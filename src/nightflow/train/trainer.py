@@ -1,0 +1,407 @@
+"""The training loop: one code path for a single process and for torchrun DDP.
+
+Why it is written this way: every source of randomness (data order, worker seeds, the model's own draws
+through an explicit ``torch.Generator``, global RNGs) is either a pure function of (seed, epoch, step) or
+saved in the checkpoint, so a run killed at step k and resumed reproduces the uninterrupted loss curve exactly
+on CPU. The trainer needs only ``loss(hq, lq, generator) -> {"total": ..., ...}`` and ``restore(lq,
+temperature)`` from the model (plus ``initialize(hq, lq)`` when it has data-dependent ActNorm), so non-flow
+baselines reuse it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import UserError
+from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, step_dir_name
+from .config import TrainConfig
+from .distributed import DistContext
+from .ema import EMA
+from .logging import RunLogger, message, progress_bar
+from .sampling import PerItemSeeded, ResumableDistributedSampler
+from .schedule import LRSchedule
+from .validation import validate
+
+StepCallback = Callable[["Trainer", int, dict[str, float]], None]
+
+
+class TrainingDiverged(UserError):
+    """The loss or the gradient became NaN/inf: the run stops without saving the bad state."""
+
+
+class _LossModule(nn.Module):
+    """Routes ``model.loss`` through ``forward`` so DistributedDataParallel can hook gradient averaging."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, hq: torch.Tensor, lq: torch.Tensor, generator: torch.Generator | None) -> Any:
+        return self.model.loss(hq, lq, generator=generator)
+
+
+@contextlib.contextmanager
+def isolated_rng(device: torch.device) -> Iterator[None]:
+    """Run a block (validation) without disturbing the global torch/numpy/python RNG streams of training."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class Trainer:
+    """Trains ``model`` on ``train_set`` as ``cfg`` says, writing logs and checkpoints to ``run_dir``.
+
+    ``model_config`` (a ModelConfig) makes the saved weights self-describing for ``nightflow.load``;
+    ``run_config`` (plain data) goes into every checkpoint; ``callbacks`` run after each step on every rank.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train_set: Dataset,
+        cfg: TrainConfig,
+        run_dir: str | Path,
+        val_set: Dataset | None = None,
+        model_config: Any | None = None,
+        run_config: dict[str, Any] | None = None,
+        ctx: DistContext | None = None,
+        callbacks: Sequence[StepCallback] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = ctx or DistContext()
+        self.device = self.ctx.device
+        self.run_dir = Path(run_dir)
+        self.model = model.to(self.device)
+        self.train_set = PerItemSeeded(train_set, cfg.seed)
+        self.val_set = val_set
+        self.model_config = model_config
+        self.run_config = run_config or {}
+        self.callbacks = list(callbacks)
+        if cfg.batch_size % self.ctx.world_size:
+            raise UserError(
+                f"train.batch_size {cfg.batch_size} is not divisible by the {self.ctx.world_size} processes; "
+                "set it to a multiple with --set train.batch_size=N"
+            )
+        self.local_batch = cfg.batch_size // self.ctx.world_size
+        self.sampler = ResumableDistributedSampler(
+            train_set, num_replicas=self.ctx.world_size, rank=self.ctx.rank, seed=cfg.seed
+        )
+        self.steps_per_epoch = self.sampler.num_samples // self.local_batch
+        if self.steps_per_epoch < 1:
+            raise UserError(
+                f"the training set has {len(train_set)} items, fewer than one batch of {cfg.batch_size}; "  # type: ignore[arg-type]
+                "lower train.batch_size or add data"
+            )
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = opt_cls(
+            params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+        self.schedule = LRSchedule(self.optimizer, cfg)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.ema: EMA | None = None
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(cfg.seed * 1_000_003 + 7919 * (self.ctx.rank + 1))
+        self.step = 0
+        self.initialized = False
+        self.best: dict[str, Any] = {"metric": "psnr", "value": None, "step": None}
+        if self.ctx.is_main:  # only now: a trainer that cannot start leaves no directory behind
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints = CheckpointManager(self.run_dir, cfg.keep_last)
+        self.logger = RunLogger(self.run_dir, enabled=self.ctx.is_main)
+        self.wrapped: nn.Module | None = None
+        self.last_saved_step: int | None = None
+        self.last_val_step: int | None = None
+
+    # ------------------------------------------------------------------------------------------- setup
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.cfg.amp == "none":
+            return None
+        if self.device.type != "cuda":
+            message(
+                f"train.amp={self.cfg.amp} needs CUDA; training in float32 on {self.device}", self.ctx.is_main
+            )
+            return None
+        return torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+
+    def _wrap(self) -> None:
+        """Build the (DDP-)wrapped loss module once the weights are final (after ActNorm init or a resume)."""
+        module = _LossModule(self.model)
+        if self.ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(
+                module, device_ids=ids, find_unused_parameters=self.cfg.ddp_find_unused_parameters
+            )
+        self.wrapped = module
+        if self.cfg.ema_decay is not None and self.ema is None:
+            self.ema = EMA(self.model, self.cfg.ema_decay)
+
+    @torch.no_grad()
+    def _initialize(self, hq: torch.Tensor, lq: torch.Tensor) -> None:
+        """Data-dependent init on the first *global* batch: identical on every rank and to one process."""
+        init = getattr(self.model, "initialize", None)
+        if callable(init):
+            self.model.train()
+            init(self.ctx.all_gather_cat(hq), self.ctx.all_gather_cat(lq))
+        self.initialized = True
+
+    def _loader(self, epoch: int, start_batch: int) -> DataLoader:
+        """Loader for one epoch, starting at batch ``start_batch``; worker seeds derive from (seed, epoch)."""
+        self.train_set.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        self.sampler.set_start(start_batch * self.local_batch)
+        gen = torch.Generator()
+        gen.manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.local_batch,
+            sampler=self.sampler,
+            num_workers=self.cfg.num_workers,
+            drop_last=True,
+            generator=gen,
+            pin_memory=self.device.type == "cuda",
+        )
+
+    # ------------------------------------------------------------------------------------------- one step
+    def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], float]:
+        hq = batch["hq"].to(self.device, non_blocking=True)
+        lq = batch["lq"].to(self.device, non_blocking=True)
+        if not self.initialized:
+            self._initialize(hq, lq)
+        if self.wrapped is None:
+            self._wrap()
+        assert self.wrapped is not None
+        lr = self.schedule.apply(self.step)
+        self.model.train()
+        autocast = (
+            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.wrapped(hq, lq, self.generator)
+        total = out["total"]
+        keys = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
+        local = torch.stack([out[k].detach().float().reshape(()) for k in keys])
+        flag = torch.tensor([0.0 if torch.isfinite(total.detach()).item() else 1.0], device=local.device)
+        reduced = self.ctx.all_reduce_mean(torch.cat([local, flag]))
+        losses = {k: float(v) for k, v in zip(keys, reduced[:-1].tolist())}
+        if reduced[-1].item() > 0:
+            bad = losses.get("total", float("nan"))
+            raise TrainingDiverged(self._diverged_message(f"loss is {bad}"))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        max_norm = self.cfg.grad_clip if self.cfg.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm)) if params else 0.0
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skips the update itself when fp16 gradients overflowed
+            self.scaler.update()
+        else:
+            if not math.isfinite(grad_norm):
+                raise TrainingDiverged(self._diverged_message(f"gradient norm is {grad_norm}"))
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        losses["lr"] = lr
+        return losses, grad_norm
+
+    def _diverged_message(self, what: str) -> str:
+        last = self.checkpoints.latest()
+        keep = f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
+        return (
+            f"{what} at step {self.step + 1}; stopped without saving that state ({keep}); "
+            f"lower train.lr or set train.grad_clip, then continue with --resume {self.run_dir}"
+        )
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the inference weights: resuming from it continues the run bit-for-bit on CPU."""
+        rng = capture_rng_state({"loss": self.generator})
+        if self.ctx.distributed:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(gathered, rng)
+            rng_per_rank = gathered
+        else:
+            rng_per_rank = [rng]
+        return {
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "world_size": self.ctx.world_size,
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": rng_per_rank,
+            "best": dict(self.best),
+            # a copy: the live tensors hold the EMA weights while the checkpoint is written
+            "raw_model": _copy_state(self.model) if self.ema is not None else None,
+            "config": self.run_config,
+        }
+
+    @contextlib.contextmanager
+    def inference_weights(self) -> Iterator[nn.Module]:
+        """The weights to validate and export: the EMA copy when EMA is on, else the raw model."""
+        if self.ema is not None:
+            with self.ema.applied(self.model) as m:
+                yield m
+        else:
+            yield self.model
+
+    def _metadata(self) -> dict[str, Any]:
+        return {"step": self.step, "ema": self.ema is not None, "run_dir": str(self.run_dir)}
+
+    def save_checkpoint(self) -> Path | None:
+        state = self.state_dict()  # collective in DDP: every rank contributes its RNG state
+        path = None
+        if self.ctx.is_main:
+            with self.inference_weights() as m:
+                path = self.checkpoints.save(self.step, m, state, self.model_config, self._metadata())
+        self.last_saved_step = self.step
+        self.ctx.barrier()
+        return path
+
+    def load_checkpoint(self, step_dir: Path) -> None:
+        """Restore weights, EMA, optimiser, schedule, step and RNG states from ``step_dir``."""
+        weights, state = CheckpointManager.load(Path(step_dir))
+        if state.get("raw_model") is not None:  # saved with EMA: weights file = EMA, state = raw weights
+            self.model.load_state_dict(state["raw_model"])
+            if self.cfg.ema_decay is not None:
+                self.ema = EMA(self.model, self.cfg.ema_decay)
+                self.ema.load_state_dict(weights)
+        else:  # EMA switched on at resume starts from the current weights (in _wrap)
+            self.model.load_state_dict(weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rngs = state["rng"]
+        if len(rngs) != self.ctx.world_size:
+            message(
+                f"resuming a {len(rngs)}-process run on {self.ctx.world_size}: data order is kept, "
+                "random draws are not bit-identical",
+                self.ctx.is_main,
+            )
+        restore_rng_state(rngs[self.ctx.rank % len(rngs)], {"loss": self.generator})
+        self.step = int(state["step"])
+        self.best = dict(state.get("best") or self.best)
+        self.initialized = True
+        self.last_saved_step = self.step
+        self._wrap()
+
+    # ------------------------------------------------------------------------------------------- validation
+    def validate(self) -> dict[str, float] | None:
+        """Scores of the inference weights on the fixed validation set (rank 0); updates checkpoints/best."""
+        self.last_val_step = self.step
+        if self.val_set is None or not self.ctx.is_main:
+            return None
+        samples_dir = self.run_dir / "samples" / step_dir_name(self.step)
+        with isolated_rng(self.device), self.inference_weights() as m:
+            metrics = validate(
+                m,
+                self.val_set,
+                self.device,
+                max_images=self.cfg.val_max_images,
+                save_images=self.cfg.val_save_images,
+                samples_dir=samples_dir,
+                temperature=self.cfg.val_temperature,
+                seed=self.cfg.seed,
+            )
+            value = metrics.get(self.best["metric"])
+            if value is not None and math.isfinite(value):
+                if self.best["value"] is None or value > self.best["value"]:
+                    self.best.update(value=value, step=self.step)
+                    self.checkpoints.save_best(
+                        self.step, self.best["metric"], value, m, self.model_config, self._metadata()
+                    )
+        self.logger.log("val", {"step": self.step, **metrics})
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- the loop
+    def fit(self) -> dict[str, Any]:
+        """Train until ``cfg.max_steps``; return a summary (steps, last losses, best score, throughput)."""
+        cfg, main = self.cfg, self.ctx.is_main
+        if self.step >= cfg.max_steps:
+            message(
+                f"run already at step {self.step} >= train.max_steps={cfg.max_steps}; "
+                "raise it with --set train.max_steps=N to continue",
+                main,
+            )
+            return {"steps": 0, "step": self.step, "best": self.best, "run_dir": str(self.run_dir)}
+        start_step, t_start = self.step, time.perf_counter()
+        bar = progress_bar(cfg.max_steps, self.step, main and cfg.progress)
+        last: dict[str, float] = {}
+        t_log, steps_since_log = time.perf_counter(), 0
+        try:
+            while self.step < cfg.max_steps:
+                epoch, offset = divmod(self.step, self.steps_per_epoch)
+                for batch in self._loader(epoch, offset):
+                    losses, grad_norm = self._train_step(batch)
+                    steps_since_log += 1
+                    last = losses
+                    if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                        now = time.perf_counter()
+                        rate = steps_since_log * cfg.batch_size / max(now - t_log, 1e-9)
+                        record = {"step": self.step, "epoch": epoch, **losses, "grad_norm": grad_norm}
+                        record.update(samples_per_s=rate, elapsed_s=now - t_start)
+                        self.logger.log("train", record)
+                        bar.set_postfix(
+                            loss=f"{losses['total']:.4f}", lr=f"{losses['lr']:.2e}", refresh=False
+                        )
+                        t_log, steps_since_log = now, 0
+                    bar.update(1)
+                    if self.step % cfg.val_every == 0:
+                        self.validate()
+                    if self.step % cfg.checkpoint_every == 0:
+                        self.save_checkpoint()
+                    for callback in self.callbacks:
+                        callback(self, self.step, losses)
+                    if self.step >= cfg.max_steps:
+                        break
+            if self.last_val_step != self.step:
+                self.validate()
+            if self.last_saved_step != self.step:
+                self.save_checkpoint()
+            sync = self.ctx.max_param_difference(self.model)
+            if self.ctx.distributed:
+                self.logger.log("ddp_sync", {"step": self.step, "max_param_diff": sync})
+        finally:
+            bar.close()
+        elapsed = time.perf_counter() - t_start
+        done = self.step - start_step
+        return {
+            "steps": done,
+            "step": self.step,
+            "losses": last,
+            "best": self.best,
+            "samples_per_s": done * cfg.batch_size / max(elapsed, 1e-9),
+            "elapsed_s": elapsed,
+            "run_dir": str(self.run_dir),
+            "max_param_diff": sync,
+        }
