@@ -23,10 +23,10 @@ from nightflow.models.checkpoint import read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, _resolve_checkpoint
 
 
-def training_facts(run_dir: Path) -> dict:
-    """Steps, wall time and last logged losses from the run's log.jsonl."""
+def training_facts(run_dir: Path, step: int | None) -> dict:
+    """Steps, wall time and last logged losses (up to ``step``) from the run's log.jsonl."""
     rows = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
-    train = [r for r in rows if r.get("kind") == "train"]
+    train = [r for r in rows if r.get("kind") == "train" and (step is None or r["step"] <= step)]
     last = train[-1]
     return {
         "steps": last["step"],
@@ -43,10 +43,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name", help="zoo name, e.g. lolisrflow-x2-tiny")
     parser.add_argument("--recipe", help="training command to record in the metadata")
+    parser.add_argument("--step", type=int, help="use the checkpoint of this step (from RUN_DIR/archive/)")
     args = parser.parse_args(argv)
-    src = _resolve_checkpoint(args.run_dir)
+    if args.step is not None:
+        src = args.run_dir / "archive" / f"step_{args.step:07d}.safetensors"
+        if not src.is_file():
+            print(f"no archived checkpoint {src}", file=sys.stderr)
+            return 2
+    else:
+        src = _resolve_checkpoint(args.run_dir)
     meta = read_metadata(src)
-    facts = training_facts(args.run_dir)
+    facts = training_facts(args.run_dir, args.step)
     facts["checkpoint"] = str(src.relative_to(args.run_dir))
     if args.recipe:
         facts["recipe"] = args.recipe

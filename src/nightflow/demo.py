@@ -65,7 +65,8 @@ def main() -> int:
             path = write_image(OUT / f"{stem}_x{model.scale}.png", out, overwrite=True)
             note = ""
             if ref is not None and model.scale == 4:
-                note = f", PSNR {psnr(out.astype(np.float32) / 255, ref.astype(np.float32) / 255):.2f} dB vs reference"
+                score = float(psnr(out.astype(np.float32) / 255, ref.astype(np.float32) / 255).mean())
+                note = f", PSNR {score:.2f} dB vs reference"
             print(
                 f"{dark_path.name} → {path.relative_to(ROOT)} ({out.shape[1]}×{out.shape[0]}, {seconds:.1f} s{note})"
             )

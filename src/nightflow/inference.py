@@ -1,0 +1,450 @@
+"""Inference engine: padding, overlapping tiles with raised-cosine blending, sampling and uncertainty maps.
+
+Why tiles: a conditional flow builds full-resolution feature maps, so a 4096×4096 output would need gigabytes.
+Cutting the low-quality input into overlapping tiles bounds peak memory by the tile size; blending the tiles with
+raised-cosine weights (a partition of unity) hides the seams a deep net's large receptive field would leave. The
+outer quarter of every overlap is not used at all: within 3-4 LR pixels of its border a tile of the tiny
+LoLiSRFlow configs differs from the whole-image result by up to ~25/255, and a plain ramp lets that through.
+
+Limit (measured when this module was written): encoders with *global*
+operations (histogram equalisation of the whole input, channel attention whose C×C map sums over all pixels)
+see different statistics in a tile than in the whole image, and no blending can undo that. With random-init
+weights the tiny LoLiSRFlow x2 output does not yet depend on them (tiled == untiled to 0/255 past the margin);
+with its zero-initialised layers set to N(0, 0.02), a 96×128 input in 64-px tiles with 32-px overlap differed
+by 0.35/255 mean, 27/255 max (8.7/255 max with the equalisation made local). Tiles as large as memory allows
+keep it small; "auto" only tiles when the whole image does not fit.
+
+Why one global noise tensor: a sample is ``restore(lq, temperature, noise)`` with standard normal noise in image
+layout; cropping a single noise image at every tile position gives every tile the same latent values where tiles
+overlap, so samples are as seamless as the mean path. Tile origins sit on the model's ``pad_multiple`` grid so the
+flow's squeeze blocks line up across tiles.
+
+Works with any module honouring the FlowRestorer contract: attributes ``scale`` and ``pad_multiple`` and
+``restore(lq, temperature=0.0, noise=None, generator=None) -> N×3×(s·H)×(s·W)``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .errors import UserError
+
+# Peak bytes of working memory per *output* pixel of one tile, used only to pick a tile size automatically.
+# Measured as untiled peak RSS growth / output pixels at 0.25 MP on CPU (benchmarks/bench_inference.py child):
+# lolisrflow-x2-tiny 727, -x4-tiny 634, -x2-paper 1345, llflow-small 1075, llflow 2116. Rounded up from the
+# largest so that "auto" errs towards smaller tiles, never towards running out of memory.
+BYTES_PER_OUTPUT_PIXEL = 3 * 1024
+# Fraction of the currently available memory that "auto" tiling allows itself (the CPU is shared with others).
+MEMORY_FRACTION_CPU = 0.25
+MEMORY_FRACTION_CUDA = 0.6
+# Smallest and largest tile side (LR pixels) that "auto" picks.
+MIN_AUTO_TILE = 64
+MAX_AUTO_TILE = 2048
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """Map ``auto`` to CUDA when present (else CPU); refuse an unavailable CUDA with a one-line fix."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise UserError(f"unknown device '{device}'; use auto, cpu or cuda") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for but no CUDA GPU is available; use --device cpu or auto")
+    return dev
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """The device of a module's first parameter or buffer (CPU for a module with neither)."""
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Where the tiles of one padded LR image start, in LR pixels; all tiles have the same size."""
+
+    height: int  # padded LR height (a multiple of the model's pad multiple)
+    width: int
+    tile_h: int
+    tile_w: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @property
+    def count(self) -> int:
+        return len(self.ys) * len(self.xs)
+
+    def origins(self) -> list[tuple[int, int]]:
+        return [(y, x) for y in self.ys for x in self.xs]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def _spread(length: int, size: int, count: int, multiple: int) -> tuple[int, ...]:
+    """``count`` starts from 0 to ``length - size``, evenly spread and rounded to the ``multiple`` grid."""
+    if count <= 1:
+        return (0,)
+    span = length - size
+    return tuple(sorted({round(span * i / (count - 1) / multiple) * multiple for i in range(count)}))
+
+
+def _axis_tiles(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tuple[int, ...]]:
+    """(tile size, starts) along one axis: the fewest tiles of at most ``tile`` px that overlap by at least
+    ``overlap``, then shrunk to the smallest common size that still does, so no work is wasted on overlap
+    beyond what was asked (a 500-px side with 256-px tiles becomes 3 tiles of 188, not 3 of 256)."""
+    if tile >= length:
+        return length, (0,)
+    count = math.ceil((length - overlap) / (tile - overlap))
+    size = min(tile, _round_up(math.ceil((length + (count - 1) * overlap) / count), multiple))
+    while True:
+        starts = _spread(length, size, count, multiple)
+        least = min(a + size - b for a, b in zip(starts, starts[1:]))
+        if least >= overlap or size >= tile:
+            return size, starts
+        size += multiple  # rounding to the grid ate into the overlap
+
+
+def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> TilePlan:
+    """Tile plan for a padded LR image of ``height``×``width`` (both multiples of ``multiple``).
+
+    ``tile`` is the largest tile side allowed (it bounds memory); it and the starts are rounded to the
+    ``multiple`` grid. ``tile <= 0`` means one piece.
+    """
+    if height % multiple or width % multiple:
+        raise ValueError(f"padded size {height}x{width} is not a multiple of {multiple}")
+    if tile <= 0:
+        return TilePlan(height, width, height, width, (0,), (0,))
+    tile = max(multiple, (tile // multiple) * multiple)
+    overlap = max(0, min(overlap, tile - multiple))
+    th, ys = _axis_tiles(height, tile, overlap, multiple)
+    tw, xs = _axis_tiles(width, tile, overlap, multiple)
+    return TilePlan(height, width, th, tw, ys, xs)
+
+
+def _ramp(length: int, rising: bool, margin: int = 0) -> torch.Tensor:
+    """Raised-cosine ramp over ``length`` pixels: 0 for the first ``margin``, sin² rising over the middle, 1 for
+    the last ``margin``. A rising and a falling ramp over the same span sum to exactly 1, and neither tile's
+    outermost ``margin`` pixels (where padding artefacts live) contribute at all.
+    """
+    margin = min(margin, (length - 1) // 2)
+    mid = length - 2 * margin
+    k = torch.arange(mid, dtype=torch.float64)
+    ramp = torch.sin(0.5 * math.pi * (k + 0.5) / mid) ** 2
+    r = torch.cat([torch.zeros(margin, dtype=torch.float64), ramp, torch.ones(margin, dtype=torch.float64)])
+    return r if rising else r.flip(0)
+
+
+def axis_weights(
+    starts: Sequence[int], tile: int, length: int, scale: int, margin: float = 0.25
+) -> list[torch.Tensor]:
+    """Per-tile 1-D blending weights at output resolution, normalised so they sum to 1 at every position.
+
+    Each tile ramps up over its overlap with the previous tile and down over its overlap with the next; image
+    borders get no ramp. The outer ``margin`` fraction of every overlap is given entirely to the neighbour whose
+    interior it is: a tile's own border pixels are the least accurate (they saw padding, not the image).
+    Normalising by the summed weights keeps the partition of unity exact even when rounding to the pad grid
+    makes neighbouring overlaps differ.
+    """
+    size = tile * scale
+    raw = []
+    for i, start in enumerate(starts):
+        w = torch.ones(size, dtype=torch.float64)
+        if i > 0:
+            lead = (starts[i - 1] + tile - start) * scale
+            if lead > 0:
+                w[:lead] *= _ramp(lead, rising=True, margin=int(margin * lead))
+        if i + 1 < len(starts):
+            trail = (start + tile - starts[i + 1]) * scale
+            if trail > 0:
+                w[size - trail :] *= _ramp(trail, rising=False, margin=int(margin * trail))
+        raw.append(w)
+    total = torch.zeros(length * scale, dtype=torch.float64)
+    for start, w in zip(starts, raw):
+        total[start * scale : start * scale + size] += w
+    if margin > 0 and bool((total <= 1e-9).any()):  # crowded tiles zeroed a position out: plain ramps
+        return axis_weights(starts, tile, length, scale, margin=0.0)
+    return [(w / total[s * scale : s * scale + size]).float() for s, w in zip(starts, raw)]
+
+
+def default_overlap(tile: int, multiple: int = 1) -> int:
+    """Overlap (LR pixels) used when none is given: an eighth of the tile, at least 16 px and one pad block.
+
+    16 px keeps the discarded outer quarter of the overlap (4 px) past the 3-4 px band in which the tiny
+    LoLiSRFlow configs' tile outputs visibly differ from the whole-image result.
+    """
+    return max(16, multiple, tile // 8)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes the process may still use on ``device`` (CUDA: free memory; CPU: MemAvailable)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def auto_tile(
+    scale: int, height: int, width: int, batch: int, device: torch.device, multiple: int = 1
+) -> int:
+    """Tile side in LR pixels that fits the memory budget, or 0 when the whole image fits in one piece."""
+    fraction = MEMORY_FRACTION_CUDA if device.type == "cuda" else MEMORY_FRACTION_CPU
+    budget = available_memory(device) * fraction
+    out_pixels = budget / (BYTES_PER_OUTPUT_PIXEL * max(1, batch))
+    if height * width * scale * scale <= out_pixels:
+        return 0
+    side = int(math.sqrt(out_pixels) / scale)
+    side = min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
+    return max(multiple, side // multiple * multiple)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad the bottom/right of N×C×H×W to multiples of ``multiple`` by replicating edge pixels.
+
+    Replicate, as FlowRestorer pads internally, so one-piece inference equals ``restorer.restore`` exactly.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def _check_lq(lq: torch.Tensor) -> None:
+    if lq.ndim != 4 or lq.shape[1] != 3:
+        raise ValueError(f"expected an N×3×H×W tensor, got shape {tuple(lq.shape)}")
+    if lq.shape[-1] < 1 or lq.shape[-2] < 1:
+        raise ValueError(f"empty image of shape {tuple(lq.shape)}")
+
+
+class _EvalMode:
+    """Run a module in eval mode without grad, restoring its training flag afterwards."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.was_training = module.training
+        self.no_grad = torch.inference_mode()
+
+    def __enter__(self) -> None:
+        self.module.eval()
+        self.no_grad.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.no_grad.__exit__(*exc)
+        self.module.train(self.was_training)
+
+
+def restore(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    temperature: float = 0.0,
+    *,
+    noise: torch.Tensor | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tile_batch: int = 1,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Restore ``lq`` (N×3×H×W in [0, 1]) to N×3×(s·H)×(s·W) in [0, 1], tiling when asked or when needed.
+
+    ``tile``: None = pick by available memory, 0 = one piece, >0 = tile side in LR pixels. ``overlap`` is in LR
+    pixels (default: :func:`default_overlap`). ``noise`` (N×3×sH×sW, standard normal) is scaled by
+    ``temperature`` inside the restorer; without it a temperature > 0 is refused, because per-tile noise drawn by
+    the restorer would not match across tiles. The result lives on ``lq``'s device; tiles run on the restorer's.
+    """
+    _check_lq(lq)
+    scale = int(restorer.scale)
+    multiple = int(getattr(restorer, "pad_multiple", 1))
+    device = module_device(restorer)
+    n, _, h, w = lq.shape
+    if temperature > 0 and noise is None:
+        raise ValueError("temperature > 0 needs a noise tensor; use iter_samples()/sample() or pass noise")
+    if noise is not None and tuple(noise.shape) != (n, 3, h * scale, w * scale):
+        raise ValueError(f"noise must have shape {(n, 3, h * scale, w * scale)}, got {tuple(noise.shape)}")
+
+    padded = pad_to_multiple(lq, multiple)
+    hp, wp = padded.shape[-2:]
+    if tile is None:
+        tile = auto_tile(scale, hp, wp, n * tile_batch, device, multiple)
+    plan = plan_tiles(hp, wp, tile, default_overlap(tile, multiple) if overlap is None else overlap, multiple)
+    if noise is not None and temperature > 0:
+        noise = F.pad(noise, (0, (wp - w) * scale, 0, (hp - h) * scale))  # zero noise = mean in the padding
+    else:
+        noise = None
+
+    wy = axis_weights(plan.ys, plan.tile_h, hp, scale)
+    wx = axis_weights(plan.xs, plan.tile_w, wp, scale)
+    out = torch.zeros(n, 3, h * scale, w * scale, dtype=torch.float32, device=lq.device)
+    th, tw = plan.tile_h, plan.tile_w
+    jobs = [(iy, ix) for iy in range(len(plan.ys)) for ix in range(len(plan.xs))]
+    bar = tqdm(total=len(jobs), desc="tiles", unit="tile", leave=False, disable=not progress or len(jobs) < 2)
+    with _EvalMode(restorer):
+        for b in range(0, len(jobs), max(1, tile_batch)):
+            chunk = jobs[b : b + max(1, tile_batch)]
+            lq_t = torch.cat(
+                [
+                    padded[:, :, plan.ys[iy] : plan.ys[iy] + th, plan.xs[ix] : plan.xs[ix] + tw]
+                    for iy, ix in chunk
+                ]
+            )
+            noise_t = None
+            if noise is not None:
+                noise_t = torch.cat(
+                    [
+                        noise[
+                            :,
+                            :,
+                            plan.ys[iy] * scale : (plan.ys[iy] + th) * scale,
+                            plan.xs[ix] * scale : (plan.xs[ix] + tw) * scale,
+                        ]
+                        for iy, ix in chunk
+                    ]
+                ).to(device)
+            y_t = restorer.restore(lq_t.to(device), temperature=float(temperature), noise=noise_t)
+            y_t = y_t.to(out.device, torch.float32)
+            for k, (iy, ix) in enumerate(chunk):
+                _accumulate(
+                    out, y_t[k * n : (k + 1) * n], plan.ys[iy] * scale, plan.xs[ix] * scale, wy[iy], wx[ix]
+                )
+            bar.update(len(chunk))
+    bar.close()
+    return out.clamp_(0.0, 1.0)
+
+
+def _accumulate(
+    out: torch.Tensor, tile_out: torch.Tensor, y0: int, x0: int, wy: torch.Tensor, wx: torch.Tensor
+) -> None:
+    """Add ``tile_out`` weighted by wy⊗wx at (y0, x0), clipped to the unpadded output ``out``."""
+    h, w = out.shape[-2:]
+    y1, x1 = min(h, y0 + tile_out.shape[-2]), min(w, x0 + tile_out.shape[-1])
+    if y1 <= y0 or x1 <= x0:
+        return
+    weight = wy[: y1 - y0, None].to(out.device) * wx[None, : x1 - x0].to(out.device)
+    out[:, :, y0:y1, x0:x1].addcmul_(tile_out[:, :, : y1 - y0, : x1 - x0], weight)
+
+
+def draw_noise(shape: Sequence[int], generator: torch.Generator | None = None) -> torch.Tensor:
+    """Standard normal noise on the generator's device (CPU by default), so a seed means the same on any GPU."""
+    device = generator.device if generator is not None else torch.device("cpu")
+    return torch.randn(tuple(shape), generator=generator, device=device)
+
+
+def iter_samples(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    n: int,
+    temperature: float = 0.8,
+    *,
+    generator: torch.Generator | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+    tile_batch: int = 1,
+    progress: bool = False,
+) -> Iterator[torch.Tensor]:
+    """Yield ``n`` samples (each N×3×sH×sW) one at a time, so callers can write or reduce them as they come."""
+    if n < 1:
+        raise ValueError(f"number of samples must be >= 1, got {n}")
+    _check_lq(lq)
+    scale = int(restorer.scale)
+    shape = (lq.shape[0], 3, lq.shape[-2] * scale, lq.shape[-1] * scale)
+    for _ in range(n):
+        noise = draw_noise(shape, generator).to(lq.device) if temperature > 0 else None
+        yield restore(
+            restorer,
+            lq,
+            temperature,
+            noise=noise,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
+            progress=progress,
+        )
+
+
+def sample(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    n: int = 4,
+    temperature: float = 0.8,
+    *,
+    generator: torch.Generator | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> torch.Tensor:
+    """``n`` samples stacked as n×N×3×sH×sW (tile-consistent: tiled and untiled samples agree)."""
+    return torch.stack(
+        list(iter_samples(restorer, lq, n, temperature, generator=generator, tile=tile, overlap=overlap))
+    )
+
+
+class SpreadAccumulator:
+    """Running per-pixel mean and spread of samples (Welford), so the samples need not all be held at once.
+
+    float32 is plenty for values in [0, 1] and halves the memory of two full-resolution buffers; identical
+    samples give an exactly zero spread.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: torch.Tensor | None = None
+        self.m2: torch.Tensor | None = None
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.to(torch.float32)
+        self.count += 1
+        if self.mean is None or self.m2 is None:
+            self.mean = x.clone()
+            self.m2 = torch.zeros_like(x)
+            return
+        delta = x - self.mean
+        self.mean += delta / self.count
+        self.m2 += delta * (x - self.mean)
+
+    def spread(self) -> torch.Tensor:
+        """Per-pixel sample standard deviation averaged over channels: N×3×H×W samples → N×H×W."""
+        if self.m2 is None or self.count < 2:
+            raise ValueError("the spread needs at least 2 samples")
+        std = (self.m2 / (self.count - 1)).clamp_min(0).sqrt()
+        return std.mean(dim=1).float()
+
+
+def uncertainty(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    n: int = 8,
+    temperature: float = 0.8,
+    *,
+    generator: torch.Generator | None = None,
+    tile: int | None = None,
+    overlap: int | None = None,
+) -> torch.Tensor:
+    """Per-pixel spread across ``n`` samples (std over samples, mean over channels) as N×sH×sW."""
+    if n < 2:
+        raise ValueError(f"uncertainty needs n >= 2 samples, got {n}")
+    acc = SpreadAccumulator()
+    for y in iter_samples(restorer, lq, n, temperature, generator=generator, tile=tile, overlap=overlap):
+        acc.add(y)
+    return acc.spread()
