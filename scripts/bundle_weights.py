@@ -43,12 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("name", help="zoo name, e.g. lolisrflow-x2-tiny")
     parser.add_argument("--recipe", help="training command to record in the metadata")
-    parser.add_argument("--step", type=int, help="use the checkpoint of this step (from RUN_DIR/archive/)")
+    parser.add_argument(
+        "--step", type=int, help="use the checkpoint of this step (default: the run's best/latest)"
+    )
     args = parser.parse_args(argv)
     if args.step is not None:
-        src = args.run_dir / "archive" / f"step_{args.step:07d}.safetensors"
-        if not src.is_file():
-            print(f"no archived checkpoint {src}", file=sys.stderr)
+        name = f"step_{args.step:07d}"
+        candidates = [
+            args.run_dir / "checkpoints" / name / "model.safetensors",
+            args.run_dir / "archive" / f"{name}.safetensors",
+        ]
+        src = next((c for c in candidates if c.is_file()), None)
+        if src is None:
+            print(f"no checkpoint of step {args.step} in {args.run_dir}", file=sys.stderr)
             return 2
     else:
         src = _resolve_checkpoint(args.run_dir)

@@ -19,21 +19,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._args import tile_size
+
 DEFAULT_MODEL = "lolisrflow-x2"  # the zoo's default x2 model
 OUT_FOLDER = "nightflow_out"
 SAMPLE_TEMPERATURE = 0.8  # used for --samples/--uncertainty when --temperature is not given
-
-
-def _tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    try:
-        tile = int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got '{value}'") from exc
-    if tile < 0:
-        raise argparse.ArgumentTypeError("tile size must be >= 0 (0 = never tile)")
-    return tile
 
 
 def _non_negative(value: str) -> int:
@@ -90,7 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--tile",
-        type=_tile,
+        type=tile_size,
         default=None,
         metavar="PX",
         help="largest tile side in input pixels; 0 = never tile; auto (default) = tile only when memory is short",

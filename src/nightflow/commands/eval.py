@@ -21,21 +21,11 @@ import re
 import sys
 from pathlib import Path
 
+from ._args import tile_size
+
 FORMATS = ("rellisur", "lol", "lolv2", "lolblur", "paired", "unpaired", "synthetic")
 DEFAULT_METRICS = "psnr,ssim"
 DEFAULT_UNPAIRED_METRICS = "niqe"
-
-
-def _tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    try:
-        tile = int(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got '{value}'") from exc
-    if tile < 0:
-        raise argparse.ArgumentTypeError("tile size must be >= 0 (0 = never tile)")
-    return tile
 
 
 def _metric_help() -> str:
@@ -88,7 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of sampled noise and synthetic data (default 0)"
     )
-    parser.add_argument("--tile", type=_tile, default=None, help="tile side in input pixels, 0 = never, auto")
+    parser.add_argument(
+        "--tile", type=tile_size, default=None, help="tile side in input pixels, 0 = never, auto"
+    )
     parser.add_argument("--limit", type=int, default=None, help="score only the first N images")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto")
     parser.add_argument("--json", type=Path, default=None, help="write per-image and mean results as JSON")

@@ -99,7 +99,9 @@ def inspect_spec(spec: str) -> SpecInfo:
     if is_baseline(text):
         return SpecInfo(f"{BASELINE_PREFIX}{text}", "baseline", None)
     if text.lower().endswith(".safetensors") or "/" in text or "\\" in text:
-        raise UserError(f"checkpoint not found: {text}; check the path")
+        # a checkpoint or run folder that is not there (yet): suites may list runs the user trains first, so
+        # this is "missing weights" (skippable with --skip-missing), and loading it says "checkpoint not found"
+        return SpecInfo(text, "checkpoint", None, path)
     raise _unknown(text)
 
 
@@ -110,6 +112,8 @@ def resolve_model(spec: str, scale: int | None = None, device: str | torch.devic
     info = inspect_spec(spec)
     if info.kind == "baseline":
         return _baseline(info.spec[len(BASELINE_PREFIX) :], info.spec, scale)
+    if not info.available:
+        raise UserError(f"checkpoint not found: {info.spec}; check the path")
     if scale is not None and info.scale != scale:
         raise UserError(
             f"model '{info.spec}' restores ×{info.scale} but the data is ×{scale}; "

@@ -1,0 +1,84 @@
+"""Write the model card (nightflow/weights/<name>.md) of each bundled weights file.
+
+The card states what the weights are, how they were trained (from the training facts that
+scripts/bundle_weights.py stored in the file's metadata) and what they score on the shipped synthetic suite (from
+the results.json of `nightflow benchmark benchmarks/suites/synthetic.yaml`).
+
+    python scripts/write_model_cards.py runs/benchmarks/synthetic/results.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from nightflow.models.checkpoint import load_config, read_metadata
+from nightflow.models.zoo import WEIGHTS_DIR
+
+SUITE = "benchmarks/suites/synthetic.yaml"
+SPLIT = Path(__file__).resolve().parent / "photo_split.json"
+
+
+def _train_photo_count() -> int:
+    return sum(p["split"] == "train" for p in json.loads(SPLIT.read_text())["photos"])
+
+
+def _scores(results: dict, scale: int) -> list[str]:
+    lines = []
+    for cell in results["cells"]:
+        model, mean = cell["model"], cell["result"]["mean"]
+        if cell["dataset"] != f"x{scale}" or not str(model.get("label", "")).startswith("LoLiSRFlow"):
+            continue
+        temperature = model.get("temperature") or 0.0
+        parts = [f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float))]
+        lines.append(f"- temperature {temperature}: " + ", ".join(parts))
+    return lines
+
+
+def card(path: Path, results: dict) -> str:
+    cfg = load_config(path)
+    facts = json.loads(read_metadata(path).get("nightflow_training", "{}"))
+    scores = _scores(results, cfg.scale) or ["- (not in the suite's results)"]
+    steps, seconds = facts.get("steps", "?"), facts.get("wall_time_s", 0.0)
+    return f"""# {cfg.name}
+
+{cfg.description}. Task: {cfg.task}. Weights stored as float16 ({path.stat().st_size / 1e6:.1f} MB).
+
+## Training
+- Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,
+  Poisson–Gaussian noise, blur and decimation in linear light) from the {_train_photo_count()} training photos of
+  `scripts/photo_split.json` (Debian mate/plasma wallpapers and scikit-image photos, fetched by `make photos`);
+  64 px HR patches, batch 8. Nothing else: these weights have seen a few dozen photos and no real low-light capture.
+- Recipe: `{facts.get("recipe", f"nightflow train {cfg.name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val")}`
+- Iterations: {steps} (checkpoint `{facts.get("checkpoint", "?")}`, EMA weights, decay 0.995), wall time
+  {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.
+- Final logged losses: {facts.get("final_losses", {})}
+
+## Scores on the shipped synthetic suite
+`nightflow benchmark {SUITE}` (validation photos, never seen in training, synthesised at ×{cfg.scale} with seed 0,
+10 pairs, 384 px centre crops; PSNR on RGB, SSIM skimage convention, LPIPS AlexNet v0.1; `_gtmean` columns are
+GT-mean rescaled, reported separately):
+{chr(10).join(scores)}
+
+## Limits
+Trained briefly on synthetic degradations of a few dozen photos on a CPU: expect it to brighten and denoise
+plausibly, not to match models trained on RELLISUR or LOL. Retrain with your data (README, "Train").
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    results = json.loads(Path(argv[0]).read_text())
+    for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
+        out = path.with_suffix(".md")
+        out.write_text(card(path, results))
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
