@@ -26,7 +26,8 @@ demo: $(STAMP)
 	$(PY) -m nightflow.demo
 
 test: $(STAMP) assets
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-2} $(PY) -m pytest -q
+	# one thread by default: small tensors and the DDP test's extra processes oversubscribe 2 cores badly
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all

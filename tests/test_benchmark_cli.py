@@ -284,7 +284,7 @@ def test_shipped_suites_parse_and_plan(tmp_path):
     for s in (1, 2, 4):
         assert (f"lolisrflow-x{s}", 0.0) in specs and (f"lolisrflow-x{s}", 0.8) in specs
     for s in (2, 4):
-        assert (f"regression-x{s}-tiny", 0.0) in specs and (f"sequential-x{s}-tiny", 0.0) in specs
+        assert (f"runs/regression-x{s}-tiny", 0.0) in specs and (f"runs/sequential-x{s}-tiny", 0.0) in specs
     cascades = {c.info.spec for c in cells if c.info.kind == "baseline" and c.scale == 4}
     assert len(cascades) >= 3 and all("+" in s for s in cascades)
 

@@ -17,10 +17,10 @@ import torch
 from PIL import Image
 
 from . import inference
-from .errors import UserError
+from .errors import ImageValueError
 
 
-class ImageInputError(UserError, ValueError):
+class ImageInputError(ImageValueError):
     """An image the API cannot work on (empty, 1×1, NaN, wrong channels or dtype): a ValueError with one line."""
 
 

@@ -9,3 +9,7 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A config file or override names an unknown key or a value of the wrong type."""
+
+
+class ImageValueError(UserError, ValueError):
+    """An image of the wrong shape, size or values (NaN, wrong channel count): a ValueError with one line."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .errors import ImageValueError
 
 __all__ = [
     "ImageValueError",
@@ -22,10 +22,6 @@ __all__ = [
     "noise_map",
     "unbalanced_point_map",
 ]
-
-
-class ImageValueError(UserError, ValueError):
-    """An image tensor of the wrong rank or with non-finite values was passed to a map."""
 
 
 def _check_rank(x: torch.Tensor, name: str) -> None:
