@@ -35,7 +35,7 @@ def format_table(rows: list[dict]) -> str:
     """Plain-text table with aligned columns; the description column is last and not padded."""
     cells = [
         [
-            str(r.get("name", "")),
+            str(r.get("name", "")) + "".join(f" ({a})" for a in r.get("aliases") or []),
             f"x{r['scale']}" if r.get("scale") is not None else "?",
             str(r.get("task", "")),
             human_count(r.get("params")),
