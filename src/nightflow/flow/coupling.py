@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import FlowLayer, check_4d, check_cond, sum_except_batch
+from .base import FlowLayer, FlowSequence, check_4d, check_cond, sum_except_batch
 from .subnets import ConvSubnet, SubnetKind
 
 
@@ -95,7 +95,7 @@ class ConditionalAffineCoupling(FlowLayer):
         return self._join(keep, change / scale - shift)
 
 
-class CrossCoupling(FlowLayer):
+class CrossCoupling(FlowSequence):
     """UPT-Flow's cross-coupling: injector → z2 ← f(z1, u) → injector → z1 ← f(z2, u).
 
     Both halves are updated in one step. The log-det adds each half-step once (upstream's reverse pass
@@ -103,27 +103,20 @@ class CrossCoupling(FlowLayer):
     """
 
     def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "cbam", eps=3e-4):
-        super().__init__()
         if cond_channels <= 0:
             raise ValueError("CrossCoupling needs conditioning channels > 0")
-        self.channels, self.cond_channels = channels, cond_channels
         args = (channels, cond_channels, hidden, subnet, eps)
-        self.inject1 = AffineInjector(*args)
-        self.couple_second = ConditionalAffineCoupling(*args, transform_first=False)
-        self.inject2 = AffineInjector(*args)
-        self.couple_first = ConditionalAffineCoupling(*args, transform_first=True)
-        self._parts = [self.inject1, self.couple_second, self.inject2, self.couple_first]
+        super().__init__(
+            [
+                AffineInjector(*args),
+                ConditionalAffineCoupling(*args, transform_first=False),
+                AffineInjector(*args),
+                ConditionalAffineCoupling(*args, transform_first=True),
+            ]
+        )
+        self.channels, self.cond_channels = channels, cond_channels
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_4d("CrossCoupling input", x, self.channels)
         check_cond("CrossCoupling conditioning", cond, x, self.cond_channels)
-        logdet = x.new_zeros(x.shape[0])
-        for part in self._parts:
-            x, ld = part(x, cond)
-            logdet = logdet + ld
-        return x, logdet
-
-    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
-        for part in reversed(self._parts):
-            y = part.inverse(y, cond)
-        return y
+        return super().forward(x, cond)
