@@ -25,8 +25,8 @@ photos: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m nightflow.demo
 
+# one thread by default: small tensors and the DDP test's extra processes oversubscribe 2 cores badly
 test: $(STAMP) assets
-	# one thread by default: small tensors and the DDP test's extra processes oversubscribe 2 cores badly
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 bench: $(STAMP)
