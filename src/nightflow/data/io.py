@@ -12,7 +12,6 @@ import glob
 import io
 import os
 import re
-import uuid
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ import tifffile
 import torch
 from PIL import Image
 
+from ..atomic import atomic_path
 from ..errors import UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
@@ -369,17 +369,10 @@ def write_image(
     if depth == 32 and ext not in (".tif", ".tiff"):
         raise UserError(f"cannot write {p}: 32-bit float needs .tif; use bit_depth 8 or 16 for {ext}")
     data = _encode(np.ascontiguousarray(_convert_depth(a, depth)), ext, jpeg_quality)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(p) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     return p
 
 

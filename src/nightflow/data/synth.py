@@ -20,7 +20,6 @@ import dataclasses
 import json
 import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..atomic import write_text_atomic
 from ..errors import UserError
 from . import degrade as deg
 from .io import list_images, read_image, to_tensor, write_image
@@ -112,13 +112,7 @@ def _check_paths(src: Path, out: Path, recursive: bool) -> None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _load_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:

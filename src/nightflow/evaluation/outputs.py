@@ -10,12 +10,11 @@ import csv
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..atomic import write_text_atomic
 from ..errors import UserError
 
 
@@ -34,15 +33,7 @@ def write_text(path: Path, text: str, overwrite: bool = False) -> Path:
     """Write ``text`` to a temporary name in the same folder, then rename it over ``path``."""
     if path.exists() and not overwrite:
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return write_text_atomic(path, text)
 
 
 def _jsonable(value: Any) -> Any:

@@ -20,7 +20,6 @@ import argparse
 import hashlib
 import io
 import json
-import os
 import pickle
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_bytes_atomic
 from ..errors import UserError
 from .cache import (
     CALIBRATION_IMAGES,
@@ -227,16 +227,7 @@ def lpips_state_dict(net: str, backbone_pickle: bytes, linear_pth: bytes) -> dic
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached assets are ordinary readable files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomic(path, data)
 
 
 def _safetensors_bytes(state: dict, metadata: dict[str, str]) -> bytes:

@@ -7,7 +7,6 @@ bundled weights file must say what it is. Writes go to a temporary name and are 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_path
 from ..config import from_dict, to_dict
 from ..errors import UserError
 from .config import ModelConfig
@@ -36,9 +36,8 @@ def save_model(
     }
     meta[CONFIG_KEY] = json.dumps(to_dict(config))
     meta[KIND_KEY] = model_kind(config)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 

@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import atomic_path, write_text_atomic
 from ..errors import UserError
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
@@ -86,9 +87,8 @@ def save_weights(model: nn.Module, path: Path, model_config: Any | None, metadat
         return
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {"format": "pt", "nightflow": json.dumps(metadata, default=str)}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -97,9 +97,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 # ----------------------------------------------------------------------------------------------- manager

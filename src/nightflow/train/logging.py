@@ -10,12 +10,13 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from ..atomic import atomic_path, write_text_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -80,15 +81,11 @@ class RunLogger:
 
     @staticmethod
     def _rewrite(path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_text_atomic(path, text)
 
     def _rewrite_csv(self, path: Path, rows: list[list[str]]) -> None:
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             csv.writer(fh).writerows(rows)
-        os.replace(tmp, path)
 
 
 def read_log(run_dir: Path, kind: str = "train") -> list[dict[str, Any]]:

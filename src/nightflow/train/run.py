@@ -8,7 +8,6 @@ factories are front-end concerns; ``Trainer`` only trains.
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ import yaml
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..atomic import write_text_atomic
 from ..config import load_yaml
 from ..errors import UserError
 from .config import RunConfig, diff_keys, load_run_config, run_config_from_dict, run_config_to_dict
@@ -63,10 +63,7 @@ def _fill_val_root(cfg: RunConfig) -> RunConfig:
 
 
 def _write_config(cfg: RunConfig, run_dir: Path) -> None:
-    path = run_dir / CONFIG_NAME
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(run_config_to_dict(cfg), sort_keys=False))
 
 
 def resolve_run(
