@@ -158,3 +158,11 @@ def test_he_rejects_bad_input():
 def test_log_input_is_finite_at_zero():
     out = log_input(torch.tensor([0.0, 1.0, -0.5]))
     torch.testing.assert_close(out, torch.log(torch.tensor([1e-3, 1.001, 1e-3])))
+
+
+def test_color_map_l1_is_zero_for_the_image_own_map_and_positive_otherwise():
+    from nightflow.maps import color_map_l1, color_ratio_map
+
+    img = torch.rand(2, 3, 5, 5) + 0.1
+    assert float(color_map_l1(color_ratio_map(img), img)) == 0.0
+    assert float(color_map_l1(torch.full_like(img, 1 / 3), img)) > 0.01

@@ -16,6 +16,7 @@ from .errors import ImageValueError
 
 __all__ = [
     "ImageValueError",
+    "color_map_l1",
     "color_ratio_map",
     "histogram_equalize",
     "log_input",
@@ -43,6 +44,11 @@ def color_ratio_map(x: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     """
     _check_rank(x, "color_ratio_map")
     return x / (x.sum(dim=-3, keepdim=True) + eps)
+
+
+def color_map_l1(predicted: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+    """Mean L1 between a predicted colour-ratio map and ``image``'s own (the optional colour loss of the models)."""
+    return (predicted - color_ratio_map(image)).abs().mean()
 
 
 def noise_map(color_map: torch.Tensor) -> torch.Tensor:

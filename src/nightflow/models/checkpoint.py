@@ -18,7 +18,6 @@ from torch import nn
 from ..atomic import atomic_path
 from ..config import from_dict, to_dict
 from ..errors import UserError
-from .config import ModelConfig
 
 CONFIG_KEY = "nightflow_model_config"
 KIND_KEY = "nightflow_model_kind"
@@ -96,13 +95,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
             f"tensors, e.g. {(missing or unexpected)[0]}); the file is corrupt or from an incompatible version"
         )
     return model.to(device).eval()
-
-
-def describe(config: ModelConfig) -> dict[str, Any]:
-    """Plain summary of a config for listings."""
-    return {
-        "name": config.name,
-        "scale": config.scale,
-        "task": config.task,
-        "description": config.description,
-    }

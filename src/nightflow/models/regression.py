@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from ..encoders import build_encoder
 from ..encoders.blocks import PixelShuffleUp, resize
 from ..errors import ConfigError
-from ..maps import ImageValueError, color_ratio_map
+from ..maps import ImageValueError, color_map_l1
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
@@ -203,7 +203,7 @@ class JointRegressor(DeterministicRestorer):
         terms = {"l1": l1}
         total = self.cfg.l1_weight * l1
         if self.cfg.color_weight > 0 and color_map is not None:
-            color = (color_map[:, :, :hh, :ww] - color_ratio_map(hq)).abs().mean()
+            color = color_map_l1(color_map[:, :, :hh, :ww], hq)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
         terms["total"] = total

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
-from ..maps import color_ratio_map
+from ..maps import color_map_l1, color_ratio_map
 from .config import ModelConfig
 
 
@@ -179,7 +179,7 @@ class FlowRestorer(nn.Module):
             terms["l1"] = l1
             total = total + self.cfg.l1_weight * l1
         if self.cfg.color_weight > 0 and cond.color_map is not None:
-            color = (cond.color_map - color_ratio_map(hq_p)).abs().mean()
+            color = color_map_l1(cond.color_map, hq_p)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
         terms["total"] = total
