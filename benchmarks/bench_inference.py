@@ -57,7 +57,7 @@ def build_restorer(name: str):
     model = build_model(get_config(name)).eval()
     s = model.scale
     with torch.no_grad():
-        model.initialize(torch.rand(1, 3, 16 * s, 16 * s), torch.rand(1, 3, 16, 16))
+        model.initialize({"hq": torch.rand(1, 3, 16 * s, 16 * s), "lq": torch.rand(1, 3, 16, 16)})
     return model
 
 

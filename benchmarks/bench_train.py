@@ -1,4 +1,5 @@
-"""Training throughput (samples/s) of LoLiSRFlow x2 tiny on CPU: the full trainer vs a bare optimisation loop.
+"""Training throughput (samples/s) of LoLiSRFlow x2 tiny on CPU: the full trainer vs a bare optimisation loop,
+and the bundled recipe of today (96 px HR patches, bf16 autocast) against the first one (64 px, float32).
 
 Why both: the bare loop (``model.loss`` + backward + Adam on one resident batch) is what the model costs; the
 trainer adds on-the-fly synthetic data, per-item seeding, the loss all-reduce/NaN check, gradient clipping, EMA
@@ -22,10 +23,12 @@ import torch.nn.functional as F
 import yaml
 
 from benchmarks.common import conv_throughput_gflops, count_params, machine, save, table
+from nightflow.context import oracle_log2_gain, thumbnail
 
 MODEL = "lolisrflow-x2-tiny"
-FULL = {"patch": 64, "batch": 8, "warmup": 2, "steps": 8}  # the bundled recipe's patch and batch
-QUICK = {"patch": 32, "batch": 4, "warmup": 1, "steps": 3}
+FULL = {"patch": 96, "batch": 8, "warmup": 2, "steps": 8, "amp": "bf16"}  # the bundled recipe's settings
+FIRST = {"patch": 64, "batch": 8, "warmup": 2, "steps": 8, "amp": "none"}  # the first bundled recipe
+QUICK = {"patch": 32, "batch": 4, "warmup": 1, "steps": 3, "amp": "bf16"}
 # One intra-op thread: on the shared 2-core machine, two threads measured up to ~9x slower per step under load
 # (OpenMP workers spinning against other processes); one thread gives repeatable figures.
 THREADS = 1
@@ -59,6 +62,7 @@ def _recipe(path: Path, photos: Path, case: dict) -> Path:
             "checkpoint_every": 10**6,
             "device": "cpu",
             "progress": False,
+            "amp": case["amp"],
         },
     }
     recipe["data"]["length"] = case["batch"] * total
@@ -96,12 +100,14 @@ def bare_throughput(case: dict) -> dict:
     gen = torch.Generator().manual_seed(0)
     hq = torch.rand(case["batch"], 3, p, p, generator=gen)
     lq = F.avg_pool2d(hq, s) * 0.2
-    model.initialize(hq, lq)
+    batch = {"hq": hq, "lq": lq, "ctx_thumb": thumbnail(lq), "log2_gain": oracle_log2_gain(lq, hq)}
+    model.initialize(batch)
     opt = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.9, 0.99))
     times = []
     for i in range(case["warmup"] + case["steps"]):
         t = time.perf_counter()
-        loss = model.loss(hq, lq, generator=gen)["total"]
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=case["amp"] == "bf16"):
+            loss = model.loss(batch, generator=gen)["total"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -112,6 +118,7 @@ def bare_throughput(case: dict) -> dict:
         "mode": "bare loop",
         "s_per_step": seconds,
         "samples_per_s": case["batch"] / seconds,
+        "hr_mpix_per_s": case["batch"] * p * p / seconds / 1e6,
         "params": count_params(model),
     }
 
@@ -124,12 +131,22 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             rows = [bare_throughput(case), trainer_throughput(case, Path(tmp))]
+            first = None if quick else bare_throughput(FIRST)
         gflops = conv_throughput_gflops(repeats=1 if quick else 3)  # same thread count as the runs
     finally:
         torch.set_num_threads(old_threads)
     for r in rows:
-        r.update(patch_hr=case["patch"], batch=case["batch"], timed_steps=case["steps"])
+        r.update(patch_hr=case["patch"], batch=case["batch"], amp=case["amp"], timed_steps=case["steps"])
     overhead = rows[1]["s_per_step"] / rows[0]["s_per_step"] - 1.0
+    recipe_ratio = None
+    if first is not None:
+        first.update(mode="bare loop, first recipe", patch_hr=FIRST["patch"], batch=FIRST["batch"])
+        first.update(amp=FIRST["amp"], timed_steps=FIRST["steps"])
+        rows.append(first)
+        recipe_ratio = {
+            "samples_per_s": rows[0]["samples_per_s"] / first["samples_per_s"],
+            "hr_mpix_per_s": rows[0]["hr_mpix_per_s"] / first["hr_mpix_per_s"],
+        }
     payload = {
         "benchmark": "train",
         "model": MODEL,
@@ -137,6 +154,7 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
         "quick": quick,
         "note": "median step time after warm-up; trainer = synthetic data on the fly, EMA, clipping, logging",
         "trainer_overhead_pct": 100.0 * overhead,
+        "today_over_first_recipe": recipe_ratio,
         "threads": threads,
         "load_average_1min": {"before": load_before[0], "after": os.getloadavg()[0]},
         "conv_gflops": gflops,
@@ -144,7 +162,9 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
         "rows": rows,
     }
     path = save("train", payload)
-    print(table(rows, ["mode", "patch_hr", "batch", "s_per_step", "samples_per_s"]))
+    print(table(rows, ["mode", "patch_hr", "batch", "amp", "s_per_step", "samples_per_s"]))
+    if recipe_ratio:
+        print(f"today's recipe over the first: {recipe_ratio}")
     print(f"trainer overhead over the bare loop: {100.0 * overhead:+.1f}%  (saved {path})")
     return payload
 

@@ -9,6 +9,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from nightflow.baselines import ENHANCERS, INTERPOLATORS, Baseline, get_baseline, is_baseline, list_baselines
+from nightflow.context import oracle_log2_gain
 from nightflow.errors import UserError
 from nightflow.metrics import imresize, psnr
 
@@ -60,11 +61,23 @@ def test_every_enhancer_and_cascade_raises_psnr_over_the_dark_input(scale):
     raw = float(psnr(_nearest(dark, scale), gt))
     assert raw < 10  # the input really is dark
     for name in _names(scale):
-        out = get_baseline(name, scale=scale).restore(dark)
+        baseline = get_baseline(name, scale=scale)
+        out = baseline.restore(dark, target=gt) if baseline.needs_target else baseline.restore(dark)
         assert out.shape == (1, 3, SIZE, SIZE) and out.dtype == torch.float32, name
         assert float(out.min()) >= 0 and float(out.max()) <= 1, name
         gain = float(psnr(out, gt)) - raw
         assert gain > 1.0, (name, gain)
+
+
+def test_oracle_exposure_matches_the_target_brightness_and_refuses_to_run_without_it():
+    dark, gt = _dark_pair(1)
+    oracle = get_baseline("oracle", scale=1)
+    out = oracle.restore(dark, target=gt)
+    assert float(oracle_log2_gain(out, gt).abs()) < 0.05  # brightness now matches (up to clipping)
+    assert float(oracle_log2_gain(dark, gt)) > 1.0  # it did not before
+    with pytest.raises(UserError, match="oracle"):
+        oracle.restore(dark)
+    assert get_baseline("oracle+bicubic", scale=2).needs_target and not get_baseline("gamma").needs_target
 
 
 def test_interpolators_beat_pixel_replication_and_area_is_replication():

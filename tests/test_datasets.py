@@ -372,7 +372,14 @@ def test_synthetic_dataset_is_deterministic_per_seed_epoch_index(photos):
 
 def test_synthetic_hq_is_a_crop_of_the_photo_and_val_is_fixed(photos):
     cfg = DataConfig(
-        format="synthetic", root=str(photos), split="val", scale=4, patch_size=16, augment=False, seed=1
+        format="synthetic",
+        root=str(photos),
+        split="val",
+        scale=4,
+        patch_size=16,
+        augment=False,
+        seed=1,
+        scene_scale=[1.0, 1.0],  # no resizing: the crop must be found verbatim in the photo
     )
     train = build_dataset(cfg, train=True)
     photo = to_tensor(read_image(photos / "val" / "p0.png"))

@@ -51,7 +51,7 @@ def test_decode_inverts_encode_for_every_named_config(name):
     s = model.scale
     lq = torch.rand(1, 3, 8 if s > 1 else 16, 12 if s > 1 else 24)
     hq = torch.rand(1, 3, s * lq.shape[2], s * lq.shape[3])
-    model.initialize(hq, lq)  # ActNorm data init, so the layers are not at the identity
+    model.initialize({"hq": hq, "lq": lq})  # ActNorm data init, so the layers are not at the identity
     model.eval()
     with torch.no_grad():
         latents, logdet = model.encode(hq, lq)
@@ -63,7 +63,7 @@ def test_decode_inverts_encode_for_every_named_config(name):
 def test_encode_decode_pad_odd_sizes_and_crop_back():
     model = build_model(tiny(4, steps=1))
     lq, hq = torch.rand(2, 3, 37, 53), torch.rand(2, 3, 148, 212)
-    model.initialize(hq, lq)
+    model.initialize({"hq": hq, "lq": lq})
     model.eval()
     with torch.no_grad():
         back = model.decode(model.encode(hq, lq)[0], lq)
@@ -94,7 +94,7 @@ def test_overfitting_one_pair_reduces_nll_and_l1_by_a_large_factor():
     model.train()
     history = []
     for _ in range(200):
-        terms = model.loss(hq, lq, gen)
+        terms = model.loss({"hq": hq, "lq": lq}, gen)
         opt.zero_grad()
         terms["total"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -110,7 +110,7 @@ def test_overfitting_one_pair_reduces_nll_and_l1_by_a_large_factor():
 def test_temperature_zero_is_deterministic_and_samples_differ():
     model = build_model(tiny(2, steps=1))
     lq = torch.rand(1, 3, 8, 8)
-    model.initialize(torch.rand(1, 3, 16, 16), lq)
+    model.initialize({"hq": torch.rand(1, 3, 16, 16), "lq": lq})
     model.eval()
     with torch.no_grad():
         a = model.restore(lq, temperature=0.0, generator=torch.Generator().manual_seed(1))
@@ -128,7 +128,7 @@ def test_temperature_zero_is_deterministic_and_samples_differ():
 
 def test_uncertainty_is_zero_at_temperature_zero_and_positive_above():
     model = build_model(tiny(2, steps=1))
-    model.initialize(torch.rand(1, 3, 16, 16), torch.rand(1, 3, 8, 8))
+    model.initialize({"hq": torch.rand(1, 3, 16, 16), "lq": torch.rand(1, 3, 8, 8)})
     api = nightflow.api.Model(model.eval())
     img = (torch.rand(8, 8, 3).numpy() * 255).astype("uint8")
     assert float(abs(api.uncertainty(img, n=3, temperature=0.0)).max()) == 0.0
@@ -139,7 +139,7 @@ def test_weights_file_round_trip_rebuilds_the_same_model(tmp_path):
     cfg = tiny(2, steps=1)
     model = build_model(cfg)
     lq = torch.rand(1, 3, 8, 8)
-    model.initialize(torch.rand(1, 3, 16, 16), lq)
+    model.initialize({"hq": torch.rand(1, 3, 16, 16), "lq": lq})
     model.eval()
     path = save_model(model, tmp_path / "m.safetensors", cfg, {"note": "test"})
     loaded = load_model(path)

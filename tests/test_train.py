@@ -53,13 +53,15 @@ class StandInRestorer(nn.Module):
         return up + self.body(up)
 
     @torch.no_grad()
-    def initialize(self, hq: torch.Tensor, lq: torch.Tensor) -> None:
+    def initialize(self, batch: dict) -> None:
+        hq, lq = batch["hq"], batch["lq"]
         r = hq - self._mean(lq)
         self.an_bias.copy_(-r.mean(dim=(0, 2, 3), keepdim=True))
         self.an_logs.copy_(-torch.log(r.std(dim=(0, 2, 3), keepdim=True) + 1e-6))
         self.an_initialized.fill_(True)
 
-    def loss(self, hq: torch.Tensor, lq: torch.Tensor, generator: torch.Generator | None = None) -> dict:
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict:
+        hq, lq = batch["hq"], batch["lq"]
         if self.dequantize:
             hq = hq + (torch.rand(hq.shape, generator=generator, device=hq.device) - 0.5) / 255.0
         mean = self._mean(lq)
@@ -344,8 +346,11 @@ def test_batch_size_must_split_over_ranks_and_fit_the_dataset(tmp_path):
         make_trainer(tmp_path / "a", tiny_cfg(batch_size=16))
 
 
-def test_amp_on_cpu_falls_back_to_float32(tmp_path, capsys):
-    trainer = make_trainer(tmp_path / "run", tiny_cfg(amp="bf16", max_steps=1))
+def test_bf16_amp_runs_on_cpu_and_fp16_falls_back_to_float32(tmp_path, capsys):
+    trainer = make_trainer(tmp_path / "bf16", tiny_cfg(amp="bf16", max_steps=1))
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    assert math.isfinite(trainer.fit()["losses"]["total"])
+    trainer = make_trainer(tmp_path / "fp16", tiny_cfg(amp="fp16", max_steps=1))
     assert trainer.amp_dtype is None and trainer.scaler is None
     assert "needs CUDA" in capsys.readouterr().err
     assert math.isfinite(trainer.fit()["losses"]["total"])
@@ -438,3 +443,13 @@ def test_cli_user_errors_give_one_line_and_exit_code_2(tmp_path, photos, capsys)
     err = _one_line_error(capsys, ["train", recipe, "--resume", str(busy)])
     assert "differs" in err and "train.max_steps" in err
     assert (busy / "keep.txt").read_text() == "x"
+
+
+def test_set_model_to_a_zoo_name_replaces_the_recipes_model_before_other_overrides():
+    """README: ``nightflow train RECIPE --set model=lolisrflow-x4-tiny`` (a zoo name resolved after --set)."""
+    from nightflow.train.run import load_recipe
+
+    cfg = load_recipe("lolisrflow-x2-tiny-synthetic", ["model=lolisrflow-x4-tiny", "model.flow.hidden=48"])
+    assert cfg.model.name == "lolisrflow-x4-tiny" and cfg.model.scale == 4 and cfg.model.flow.hidden == 48
+    with pytest.raises(ConfigError, match="no-such-model"):
+        load_recipe("lolisrflow-x2-tiny-synthetic", ["model=no-such-model"])

@@ -8,20 +8,100 @@ validates the input with one-line ``ValueError`` reasons, and delegates the work
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from . import inference
-from .errors import ImageValueError
+from .errors import ImageValueError, NonFiniteOutputError, SettingError
 
 
 class ImageInputError(ImageValueError):
     """An image the API cannot work on (empty, 1×1, NaN, wrong channels or dtype): a ValueError with one line."""
+
+
+# Sampling temperatures above this are far outside the latent's N(0, 1) support: the flow decodes saturated noise.
+MAX_TEMPERATURE = 2.0
+SEED_RANGE = (0, 2**64 - 1)  # what torch.Generator.manual_seed accepts, non-negative
+# Smallest tile (LR px) for the flow models: twice the smallest default overlap, so every tile keeps a full
+# blended overlap on each side; below it tiles are blended over nothing and the image turns blocky. A restorer
+# can declare its own ``min_tile``; others without an encoder (test stand-ins) only need their pad grid.
+MIN_TILE = 2 * inference.default_overlap(0)
+
+
+MAX_EXPOSURE = 8.0  # EV either way: beyond that the gain only amplifies noise or clips everything
+
+
+def check_exposure(exposure: float) -> float:
+    """``exposure`` (EV relative to the model's estimate) as a float; non-finite or beyond ±8 EV → UserError."""
+    try:
+        value = float(exposure)
+    except (TypeError, ValueError) as exc:
+        raise SettingError(f"exposure must be a number of EV, got {exposure!r}") from exc
+    if not math.isfinite(value) or abs(value) > MAX_EXPOSURE:
+        raise SettingError(f"exposure must be a finite EV within ±{MAX_EXPOSURE:g}, got {exposure!r}")
+    return value
+
+
+def check_temperature(temperature: float, name: str = "temperature") -> float:
+    """A finite temperature in [0, MAX_TEMPERATURE] (NaN, inf or 1e6 would decode to a black or noise image)."""
+    try:
+        t = float(temperature)
+    except (TypeError, ValueError):
+        raise SettingError(f"{name} must be a number, got {temperature!r}") from None
+    if not math.isfinite(t) or not 0.0 <= t <= MAX_TEMPERATURE:
+        raise SettingError(f"{name} must be a finite number in [0, {MAX_TEMPERATURE}], got {temperature}")
+    return t
+
+
+def check_seed(seed: int, name: str = "seed") -> int:
+    """A whole number in SEED_RANGE (larger ones overflow the generator)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise SettingError(f"{name} must be a whole number, got {seed!r}")
+    lo, hi = SEED_RANGE
+    if not lo <= int(seed) <= hi:
+        raise SettingError(f"{name} must be in {lo}..{hi} (2**64 - 1), got {seed}")
+    return int(seed)
+
+
+def minimum_tile(restorer: torch.nn.Module) -> int:
+    """The smallest tile side (LR px) ``restorer`` gives correct output with: its ``min_tile``, else MIN_TILE for
+    encoder-based models, else its pad grid; always a multiple of ``pad_multiple``."""
+    multiple = max(1, int(getattr(restorer, "pad_multiple", 1)))
+    need = getattr(restorer, "min_tile", None)
+    if need is None:
+        need = MIN_TILE if hasattr(restorer, "encoder") else multiple
+    return -(-max(int(need), multiple) // multiple) * multiple
+
+
+def check_tile(tile: int | None, restorer: torch.nn.Module, name: str = "tile") -> int | None:
+    """None (auto), 0 (never tile) or at least :func:`minimum_tile` pixels; anything else is refused."""
+    if tile is None:
+        return None
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)):
+        raise SettingError(f"{name} must be None (auto), 0 (never tile) or a number of pixels, got {tile!r}")
+    least = minimum_tile(restorer)
+    if tile != 0 and not least <= tile:
+        raise SettingError(
+            f"{name} {tile} is too small: this model needs tiles of at least {least} px (or 0 = never tile, "
+            "None/auto = by memory)"
+        )
+    return int(tile)
+
+
+def check_finite(x: torch.Tensor, what: str = "the restored image") -> torch.Tensor:
+    """Refuse NaN/inf model output: clamping would turn it into a black image that looks like a result."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteOutputError(
+            f"the model produced NaN/inf values for {what}; its weights may be corrupt (reload or re-train "
+            "them); nothing was written"
+        )
+    return x
 
 
 @dataclass(frozen=True)
@@ -39,7 +119,18 @@ _PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB
 _PIL_CONVERT.update({"RGBX": "RGB", "RGBa": "RGBA", "La": "LA"})
 
 
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply EXIF orientation, as ``read_image`` does for files, so CLI and API see the same pixels."""
+    try:
+        if int(img.getexif().get(0x0112, 1)) in (2, 3, 4, 5, 6, 7, 8):
+            return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not make a good image unusable
+        pass
+    return img
+
+
 def _from_pil(img: Image.Image) -> tuple[np.ndarray, str]:
+    img = _upright(img)
     mode = img.mode
     if mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
@@ -139,6 +230,7 @@ def tensor_to_image(x: torch.Tensor, kind: ImageKind) -> Any:
         if x.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
         x = x[0]
+    check_finite(x)
     arr = x.detach().to("cpu", torch.float32).clamp(0, 1).numpy().transpose(1, 2, 0)
     if kind.grey:
         arr = arr @ _LUMA
@@ -197,42 +289,71 @@ class Model:
         name = self.info.get("name") or self.info.get("path") or type(self.restorer).__name__
         return f"nightflow.Model({name!s}, scale={self.scale}, device={self.device})"
 
-    def restore(self, img: Any, temperature: float = 0.0, tile: int | None = None, seed: int = 0) -> Any:
+    def restore(
+        self,
+        img: Any,
+        temperature: float = 0.0,
+        tile: int | None = None,
+        seed: int = 0,
+        exposure: float = 0.0,
+    ) -> Any:
         """Restored image, ``scale``× larger, of the same kind as ``img``.
 
         ``temperature`` 0 is the deterministic mean path; above 0 a sample seeded by ``seed``. ``tile``: None picks
-        a tile size by available memory, 0 never tiles, >0 is the tile side in input pixels.
+        a tile size by available memory, 0 never tiles, >0 is the tile side in input pixels. ``exposure`` (EV)
+        brightens (> 0) or darkens (< 0) relative to the model's own estimate (models with exposure control).
         """
+        exposure = check_exposure(exposure)
+        temperature = check_temperature(temperature)
+        seed, tile = check_seed(seed), check_tile(tile, self.restorer)
         x, kind = image_to_tensor(img)
         noise = None
         if temperature > 0:
             n, _, h, w = x.shape
             noise = inference.draw_noise((n, 3, h * self.scale, w * self.scale), _generator(seed))
-        y = inference.restore(self.restorer, x, temperature, noise=noise, tile=tile)
+        y = inference.restore(self.restorer, x, temperature, noise=noise, tile=tile, exposure=exposure)
         return tensor_to_image(y, kind)
 
     def sample(
-        self, img: Any, n: int = 4, temperature: float = 0.8, seed: int = 0, tile: int | None = None
+        self,
+        img: Any,
+        n: int = 4,
+        temperature: float = 0.8,
+        seed: int = 0,
+        tile: int | None = None,
+        exposure: float = 0.0,
     ) -> list[Any]:
         """``n`` different plausible restorations (same kind as ``img``); the same seed gives the same samples."""
+        exposure = check_exposure(exposure)
+        temperature = check_temperature(temperature)
+        seed, tile = check_seed(seed), check_tile(tile, self.restorer)
         x, kind = image_to_tensor(img)
         samples = inference.iter_samples(
-            self.restorer, x, n, temperature, generator=_generator(seed), tile=tile
+            self.restorer, x, n, temperature, generator=_generator(seed), tile=tile, exposure=exposure
         )
         return [tensor_to_image(y, kind) for y in samples]
 
     def uncertainty(
-        self, img: Any, n: int = 8, temperature: float = 0.8, seed: int = 0, tile: int | None = None
+        self,
+        img: Any,
+        n: int = 8,
+        temperature: float = 0.8,
+        seed: int = 0,
+        tile: int | None = None,
+        exposure: float = 0.0,
     ) -> np.ndarray:
         """Per-pixel spread across ``n`` samples (std over samples, mean over channels) as an sH×sW float32 array.
 
         Values are in image intensity units ([0, 1] scale); zero at temperature 0.
         """
+        exposure = check_exposure(exposure)
+        temperature = check_temperature(temperature)
+        seed, tile = check_seed(seed), check_tile(tile, self.restorer)
         x, _ = image_to_tensor(img)
         spread = inference.uncertainty(
-            self.restorer, x, n, temperature, generator=_generator(seed), tile=tile
+            self.restorer, x, n, temperature, generator=_generator(seed), tile=tile, exposure=exposure
         )
-        return spread[0].numpy().astype(np.float32)
+        return check_finite(spread, "the uncertainty map")[0].numpy().astype(np.float32)
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -62,9 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"nightflow {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"nightflow {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupted(args.command, exc)
+
+
+def _interrupted(command: str, exc: KeyboardInterrupt) -> int:
+    """One line for Ctrl-C/SIGTERM (with what was saved, when the command says), exit code 128 + signal."""
+    detail = " ".join(str(exc).split())
+    print(f"nightflow {command}: interrupted{': ' + detail if detail else ''}", file=sys.stderr)
+    return 128 + int(getattr(exc, "signum", 2))
 
 
 if __name__ == "__main__":

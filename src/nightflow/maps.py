@@ -88,19 +88,14 @@ def histogram_equalize(x: torch.Tensor, bins: int = 256) -> torch.Tensor:
         raise ImageValueError(f"histogram_equalize: empty image of shape {shape}; pass a non-empty image")
     if not bool(torch.isfinite(x).all()):
         raise ImageValueError("histogram_equalize: image contains NaN or inf values; clean the input first")
+    from .context import (  # one implementation: the whole-image context uses the table
+        apply_lut,
+        histogram_lut,
+    )
+
     shape = x.shape
-    rows = x.reshape(-1, shape[-2] * shape[-1]).float()  # one row per (image, channel)
-    q = torch.round(rows.clamp(0.0, 1.0) * (bins - 1)).long()
-    hist = torch.zeros(rows.shape[0], bins, dtype=torch.long, device=x.device)
-    hist.scatter_add_(1, q, torch.ones_like(q))
-    cdf = hist.cumsum(dim=1)
-    total = q.shape[1]
-    cdf_min = cdf.gather(1, q.min(dim=1, keepdim=True).values)  # count of the darkest level present
-    denom = (total - cdf_min).clamp_min(1).to(torch.float32)
-    out = (cdf.gather(1, q) - cdf_min).to(torch.float32) / denom
-    constant = cdf_min == total
-    out = torch.where(constant, q.to(torch.float32) / (bins - 1), out)
-    return out.reshape(shape).to(x.dtype)
+    x4 = x.reshape(-1, shape[-3], shape[-2], shape[-1]) if x.dim() == 4 else x.unsqueeze(0)
+    return apply_lut(x4, histogram_lut(x4, bins)).reshape(shape).to(x.dtype)
 
 
 def unbalanced_point_map(x: torch.Tensor, threshold: float = 0.1, eps: float = 1e-4) -> torch.Tensor:

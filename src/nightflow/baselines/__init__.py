@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from .base import Baseline
-from .enhance import CLAHE, AutoGamma, HistogramEqualization, LIMEStyle
+from .enhance import CLAHE, AutoGamma, HistogramEqualization, LIMEStyle, OracleExposure
 from .interp import DESCRIPTIONS as INTERP_DESCRIPTIONS
 from .interp import KERNELS as INTERPOLATORS
 from .interp import Interpolation
@@ -22,12 +22,14 @@ ENHANCERS: dict[str, type[Baseline]] = {
     "he": HistogramEqualization,
     "clahe": CLAHE,
     "lime": LIMEStyle,
+    "oracle": OracleExposure,
 }
 ENHANCER_DESCRIPTIONS = {
     "gamma": "auto-gamma: per-image gamma so the mean pixel value is 0.4",
     "he": "global histogram equalisation of HSV value, hue and saturation kept",
     "clahe": "CLAHE (OpenCV, clip 2.0, 8x8 tiles) on HSV value, hue and saturation kept",
     "lime": "LIME-style retinex: max-RGB illumination, guided-filter refinement, gamma 0.8, division",
+    "oracle": "ORACLE (reads the ground truth): linear-light gain matching the target's mean luminance",
 }
 
 
@@ -41,6 +43,7 @@ class Cascade(Baseline):
         super().__init__(scale)
         self.steps = nn.ModuleList(steps)
         self.name = "+".join(s.name for s in steps)
+        self.needs_target = any(s.needs_target for s in steps)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         for step in self.steps:
@@ -86,6 +89,7 @@ __all__ = [
     "HistogramEqualization",
     "Interpolation",
     "LIMEStyle",
+    "OracleExposure",
     "get_baseline",
     "is_baseline",
     "list_baselines",

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..context import apply_gain, oracle_log2_gain
+from ..errors import UserError
 from .base import Baseline
 
 
@@ -116,3 +118,18 @@ class LIMEStyle(Baseline):
         radius = max(2, min(x.shape[-2:]) // 40)
         t = guided_filter(t0, t0, radius, self.eps).clamp(self.floor, 1.0) ** self.gamma
         return x / t
+
+
+class OracleExposure(Baseline):
+    """Multiplies the input, in linear light, by the gain that makes its mean luminance the target's: an
+    *oracle* (it reads the ground truth) that shows what exposure alone is worth, and, followed by bicubic, an
+    honest ceiling for structure that an estimated exposure has to beat."""
+
+    name = "oracle"
+    needs_target = True
+    _target: torch.Tensor | None = None
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if self._target is None:
+            raise UserError("oracle: no ground-truth target given")
+        return apply_gain(x, oracle_log2_gain(x, self._target.to(x)))

@@ -1,29 +1,40 @@
 """Restore low-light photos: brighten, denoise and upscale with a conditional flow; sample and show uncertainty.
 
-Inputs may be files, folders or glob patterns. Outputs are PNGs named <stem>_x<S>.png (samples
-<stem>_x<S>_s00.png ..., spread heat-map <stem>_x<S>_uncertainty.png), written next to each input in a
-nightflow_out/ folder unless -o is given. Existing outputs are kept unless --overwrite; inputs are never
-overwritten. 8-bit inputs give 8-bit outputs, 16-bit (and float TIFF) inputs 16-bit outputs.
+Inputs may be files, folders (--recursive for their subfolders) or glob patterns. Outputs are PNGs named
+<stem>_x<S>.png (samples <stem>_x<S>_s00.png ..., spread heat-map <stem>_x<S>_uncertainty.png), written next to
+each input in a nightflow_out/ folder unless -o is given (subfolders are mirrored under -o). Inputs are never
+overwritten. Every output records what made it (input and weights hashes, model, temperature, seed, samples,
+exposure): an existing output made the same way is kept, one made from another input or with other settings is
+refused (exit 2) unless --overwrite. 8-bit inputs give 8-bit outputs, 16-bit (and float TIFF) inputs 16-bit
+outputs; grey inputs give grey outputs. Images above --max-pixels are refused before they are decoded.
 
 examples:
   nightflow enhance dark.jpg                          # -> nightflow_out/dark_x2.png
   nightflow enhance photos/ -o out --model run/best.safetensors
   nightflow enhance 'shots/*.png' --samples 4 --temperature 0.8 --uncertainty --seed 1
   nightflow enhance big.tif --tile 256 --device cuda
+  nightflow enhance card/ --recursive -o out          # card/DCIM/100/IMG_0001.JPG -> out/DCIM/100/...
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ._args import tile_size
 
 DEFAULT_MODEL = "lolisrflow-x2"  # the zoo's default x2 model
 OUT_FOLDER = "nightflow_out"
 SAMPLE_TEMPERATURE = 0.8  # used for --samples/--uncertainty when --temperature is not given
+RECORD_KEY = "nightflow"  # PNG tEXt keyword of the JSON record of what made an output
+# Inputs at least this large get a start and a finish line: one untiled piece can take a minute on a CPU.
+ANNOUNCE_PIXELS = 1_000_000
 
 
 def _non_negative(value: str) -> int:
@@ -31,6 +42,21 @@ def _non_negative(value: str) -> int:
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {n}")
     return n
+
+
+def pixel_count(value: str) -> int:
+    """``--max-pixels``: a pixel count ("50000000", "50M" = 50 megapixels); 0 = no limit."""
+    text = value.strip().upper().removesuffix("P")
+    factor = 1_000_000 if text.endswith("M") else 1
+    try:
+        n = float(text.removesuffix("M")) * factor
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a pixel count such as 50M or 50000000, got '{value}'"
+        ) from None
+    if not math.isfinite(n) or n < 0:
+        raise argparse.ArgumentTypeError(f"expected a pixel count >= 0, got '{value}'")
+    return int(n)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +90,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"sampling temperature (default: 0 = deterministic main output; {SAMPLE_TEMPERATURE} for "
         "--samples/--uncertainty); above 0 the main output is sample 0 of --seed",
     )
+    add(
+        "--exposure",
+        type=float,
+        default=0.0,
+        metavar="EV",
+        help="brighter (> 0) or darker (< 0) than the model's own exposure estimate, in EV (default 0)",
+    )
     add("--samples", type=_non_negative, default=0, metavar="N", help="also write N samples (default 0)")
     add("--uncertainty", action="store_true", help="also write a per-pixel spread heat-map")
     add(
@@ -93,8 +126,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tile overlap (default: tile/8, >= 16)",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
-    add("--seed", type=int, default=0, metavar="S", help="seed for samples (default 0)")
+    add("--seed", type=int, default=0, metavar="S", help="seed for samples, 0..2**64-1 (default 0)")
+    add(
+        "--max-pixels",
+        type=pixel_count,
+        default=None,
+        metavar="N",
+        help="refuse larger inputs, read from the header before decoding (e.g. 50M; 0 = no limit; "
+        "default: what half of this machine's memory holds at the model's scale)",
+    )
+    add("-r", "--recursive", action="store_true", help="also enhance images in subfolders of folder inputs")
     add("--overwrite", action="store_true", help="replace existing outputs")
+
+
+# ---------------------------------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Source:
+    """One input file and its subfolder below the folder argument it came from ("." otherwise)."""
+
+    path: Path
+    rel: Path = Path(".")
 
 
 @dataclass
@@ -111,32 +164,83 @@ class Job:
         return [p for p in [self.main, *self.samples, self.heat, self.raw] if p is not None]
 
 
-def expand_inputs(patterns: list[str]) -> list[Path]:
-    """Files, folders and globs → unique image paths in the order given (a pattern matching nothing is a
-    UserError from ``list_images``)."""
+def _is_output_path(path: Path, root: Path, out_dir: Path | None) -> bool:
+    """Files nightflow wrote (in a nightflow_out/ folder or under -o) are never taken as inputs."""
+    if OUT_FOLDER in path.relative_to(root).parts[:-1]:
+        return True
+    return out_dir is not None and path.resolve().is_relative_to(out_dir.resolve())
+
+
+def _subfolders(folder: Path, out_dir: Path | None) -> list[Path]:
+    skip = {out_dir.resolve()} if out_dir is not None else set()
+    return [
+        d
+        for d in folder.iterdir()
+        if d.is_dir() and not d.name.startswith(".") and d.name != OUT_FOLDER and d.resolve() not in skip
+    ]
+
+
+def _folder_sources(folder: Path, recursive: bool, out_dir: Path | None) -> list[Source]:
+    from ..data.io import list_images
+    from ..errors import UserError
+
+    subs = [] if recursive else _subfolders(folder, out_dir)
+    hint = f" ({len(subs)} subfolder(s) not searched: add --recursive)" if subs else ""
+    try:
+        files = list_images(folder, recursive=recursive)
+    except UserError as exc:
+        raise UserError(f"{exc}{hint}") from None
+    found = [
+        Source(f, f.parent.relative_to(folder)) for f in files if not _is_output_path(f, folder, out_dir)
+    ]
+    if not found:
+        raise UserError(f"no images in folder {folder} besides nightflow's own outputs{hint}")
+    if subs:
+        print(
+            f"nightflow enhance: note: {folder} has {len(subs)} subfolder(s) that were not searched; "
+            "add --recursive to include them",
+            file=sys.stderr,
+        )
+    return found
+
+
+def expand_inputs(patterns: list[str], recursive: bool = False, out_dir: Path | None = None) -> list[Source]:
+    """Files, folders and globs → unique image sources in the order given (a pattern matching nothing is a
+    UserError from ``list_images``); folders list their subfolders only with ``recursive``, and say so."""
     from ..data.io import list_images
 
-    seen: dict[Path, None] = {}
+    seen: dict[Path, Source] = {}
     for pattern in patterns:
-        for path in list_images(pattern):
-            seen.setdefault(Path(path), None)
-    return list(seen)
+        if Path(pattern).is_dir():
+            sources = _folder_sources(Path(pattern), recursive, out_dir)
+        else:
+            sources = [Source(Path(p)) for p in list_images(pattern)]
+        for source in sources:
+            seen.setdefault(source.path, source)
+    return list(seen.values())
 
 
-def plan_jobs(inputs: list[Path], out_dir: Path | None, scale: int, args: argparse.Namespace) -> list[Job]:
+def output_folder(source: Source, out_dir: Path | None) -> Path:
+    """-o (mirroring the input's subfolder), else nightflow_out/ next to the input."""
+    if out_dir is None:
+        return source.path.parent / OUT_FOLDER
+    return out_dir / source.rel
+
+
+def plan_jobs(inputs: list[Source], out_dir: Path | None, scale: int, args: argparse.Namespace) -> list[Job]:
     """Output names per input; two inputs never share an output and no output is ever an input."""
     from ..errors import UserError
 
     stems: dict[tuple[Path, str], int] = {}
-    for src in inputs:
-        key = ((out_dir or src.parent / OUT_FOLDER).resolve(), src.stem)
+    for source in inputs:
+        key = (output_folder(source, out_dir).resolve(), source.path.stem)
         stems[key] = stems.get(key, 0) + 1
     n_samples = args.samples
     digits = max(2, len(str(max(0, n_samples - 1))))
     jobs, taken = [], {}
-    input_set = {p.resolve() for p in inputs}
-    for src in inputs:
-        folder = out_dir or src.parent / OUT_FOLDER
+    input_set = {s.path.resolve() for s in inputs}
+    for source in inputs:
+        src, folder = source.path, output_folder(source, out_dir)
         stem = src.stem
         if stems[(folder.resolve(), stem)] > 1:  # a.png and a.jpg side by side
             stem = f"{src.stem}_{src.suffix.lstrip('.').lower()}"
@@ -158,6 +262,141 @@ def plan_jobs(inputs: list[Path], out_dir: Path | None, scale: int, args: argpar
             taken[resolved] = src
         jobs.append(job)
     return jobs
+
+
+# ---------------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What, besides the input, decides the pixels of an output: recorded in it, compared before skipping."""
+
+    model: str
+    weights_sha256: str | None
+    scale: int
+    main_temperature: float
+    sample_temperature: float
+    seed: int
+    samples: int
+    heat_samples: int
+    exposure: float
+
+
+# Keys of a record that must match for an existing output to count as done, per kind of output.
+_COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index")
+COMPARED: dict[str, tuple[str, ...]] = {
+    "main": (*_COMMON, "temperature", "seed"),
+    "sample": (*_COMMON, "temperature", "seed"),
+    "uncertainty": (*_COMMON, "temperature", "seed", "heat_samples"),
+    "uncertainty16": (*_COMMON, "temperature", "seed", "heat_samples"),
+}
+
+
+def job_settings(model: Any, args: argparse.Namespace, weights_sha256: str | None) -> Settings:
+    """The run's settings, as they will be recorded in every output."""
+    n = args.samples if args.samples >= 2 else args.uncertainty_samples
+    return Settings(
+        model=str(model.info.get("name") or model.info.get("path") or type(model.restorer).__name__),
+        weights_sha256=weights_sha256,
+        scale=int(model.scale),
+        main_temperature=float(args.temperature or 0.0),
+        sample_temperature=float(SAMPLE_TEMPERATURE if args.temperature is None else args.temperature),
+        seed=int(args.seed),
+        samples=int(args.samples),
+        heat_samples=int(n),
+        exposure=float(getattr(args, "exposure", 0.0) or 0.0),
+    )
+
+
+def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path, dict[str, Any]]:
+    """The record each output of ``job`` carries (a seed only matters above temperature 0, so it is None there)."""
+    from .. import __version__
+
+    def record(role: str, index: int | None, temperature: float) -> dict[str, Any]:
+        return {
+            "nightflow": __version__,
+            "role": role,
+            "index": index,
+            "input": job.src.name,
+            "input_sha256": input_sha256,
+            "model": settings.model,
+            "weights_sha256": settings.weights_sha256,
+            "model_id": settings.weights_sha256 or settings.model,
+            "scale": settings.scale,
+            "temperature": temperature,
+            "seed": settings.seed if temperature > 0 else None,
+            "samples": settings.samples,
+            "heat_samples": settings.heat_samples if role.startswith("uncertainty") else None,
+            "exposure": settings.exposure,
+        }
+
+    records = {job.main: record("main", None, settings.main_temperature)}
+    for i, path in enumerate(job.samples):
+        records[path] = record("sample", i, settings.sample_temperature)
+    if job.heat is not None:
+        records[job.heat] = record("uncertainty", None, settings.sample_temperature)
+    if job.raw is not None:
+        records[job.raw] = record("uncertainty16", None, settings.sample_temperature)
+    return records
+
+
+def read_record(path: Path) -> dict[str, Any] | None:
+    """The record stored in an existing output, None when it has none (written by another tool or version)."""
+    from ..data.io import read_png_text
+
+    text = read_png_text(path).get(RECORD_KEY)
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def record_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """How ``old`` (on disk) differs from ``new`` in what decides the pixels, in words; None when it does not."""
+    for key in COMPARED.get(str(new["role"]), _COMMON):
+        if old.get(key) != new.get(key):
+            if key == "input_sha256":
+                return f"from another input ({old.get('input', '?')}, other content)"
+            if key == "model_id":
+                return f"with another model ({old.get('model', '?')})"
+            return f"with {key.replace('_', ' ')} {old.get(key)} (now {new.get(key)})"
+    return None
+
+
+@dataclass
+class Status:
+    """What to do for one job: the outputs still to write, those kept, and why it is refused (if it is)."""
+
+    todo: list[Path]
+    kept: list[Path]
+    unrecorded: list[Path]
+    refused: str | None = None
+
+
+def job_status(job: Job, records: dict[Path, dict[str, Any]], overwrite: bool) -> Status:
+    """Done, partly done or refused: an existing output counts as done only if its record matches."""
+    if overwrite:
+        return Status(todo=job.outputs(), kept=[], unrecorded=[])
+    status = Status(todo=[], kept=[], unrecorded=[])
+    for path in job.outputs():
+        if not path.exists():
+            status.todo.append(path)
+            continue
+        old = read_record(path)
+        if old is None:  # not ours to judge (another tool, an older nightflow): kept, and said so
+            status.unrecorded.append(path)
+            continue
+        why = record_difference(old, records[path])
+        if why is not None and status.refused is None:
+            status.refused = (
+                f"{path} exists and was made {why}; kept it: pass --overwrite to redo it or choose another -o"
+            )
+        status.kept.append(path)
+    return status
+
+
+# ---------------------------------------------------------------------------------------------------- work
 
 
 def heat_map(spread, scale_max: float | None = None):
@@ -183,38 +422,67 @@ def _to_output_array(img):
     return np.rint(np.clip(img, 0, 1) * 65535).astype(np.uint16)
 
 
-def process(job: Job, model, args: argparse.Namespace) -> list[Path]:
-    """Run one image through the model and write its outputs; returns the files written."""
+def _announce(job: Job, x, model, args: argparse.Namespace) -> float | None:
+    """A start line for a large input (size, tiles), so a minute of one untiled piece is not silent."""
+    from .. import inference
+
+    h, w = x.shape[-2:]
+    if h * w < ANNOUNCE_PIXELS:
+        return None
+    s, multiple = model.scale, int(getattr(model.restorer, "pad_multiple", 1))
+    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    tile = args.tile
+    if tile is None:
+        tile = inference.auto_tile(s, hp, wp, 1, model.device, multiple)
+    overlap = inference.default_overlap(tile, multiple) if args.overlap is None else args.overlap
+    count = inference.plan_tiles(hp, wp, tile, overlap, multiple).count
+    how = f"{count} tiles" if count > 1 else "one piece (--tile 512 shows per-tile progress)"
+    print(f"enhancing {job.src}: {w}×{h} → {w * s}×{h * s}, {how} ...", file=sys.stderr, flush=True)
+    return time.perf_counter()
+
+
+def process(
+    job: Job,
+    model,
+    args: argparse.Namespace,
+    todo: list[Path] | None = None,
+    records: dict[Path, dict[str, Any]] | None = None,
+) -> list[Path]:
+    """Run one image through the model and write the outputs in ``todo`` (default: all of them), each with its
+    record; returns the files written. Nothing is written from NaN/inf values."""
     import numpy as np
     import torch
 
     from .. import inference
-    from ..api import ImageInputError, image_to_tensor, tensor_to_image
-    from ..data.io import read_image, write_image
+    from ..api import ImageInputError, check_finite, image_to_tensor, tensor_to_image
+    from ..data.io import default_max_pixels, read_image, write_image
     from ..errors import UserError
 
-    img = read_image(job.src)
+    limit = default_max_pixels(model.scale) if args.max_pixels is None else args.max_pixels
+    img = read_image(job.src, max_pixels=limit, keep_grey=True)
     try:
         x, kind = image_to_tensor(img)
     except ImageInputError as exc:
         raise UserError(f"{job.src}: {exc}") from None
-    todo = {p for p in job.outputs() if args.overwrite or not p.exists()}
+    wanted = set(job.outputs() if todo is None else todo)
+    records = records or {}
     written: list[Path] = []
+    started = _announce(job, x, model, args)
 
     def save(path: Path, arr) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_image(path, arr, overwrite=args.overwrite)
+        text = {RECORD_KEY: json.dumps(records[path])} if path in records else None
+        write_image(path, arr, overwrite=True, text=text)  # run() decided which existing files to redo
         written.append(path)
 
-    common = dict(tile=args.tile, overlap=args.overlap, progress=True)
-    if job.main in todo:
+    common = dict(tile=args.tile, overlap=args.overlap, progress=True, exposure=args.exposure)
+    if job.main in wanted:
         main_t = args.temperature or 0.0
         gen = torch.Generator().manual_seed(args.seed)
         y = next(inference.iter_samples(model.restorer, x, 1, main_t, generator=gen, **common))
         save(job.main, _to_output_array(tensor_to_image(y, kind)))
     sample_t = SAMPLE_TEMPERATURE if args.temperature is None else args.temperature
-    need_samples = [p for p in job.samples if p in todo]
-    need_heat = any(p in todo for p in (job.heat, job.raw) if p is not None)
+    need_samples = [p for p in job.samples if p in wanted]
+    need_heat = any(p in wanted for p in (job.heat, job.raw) if p is not None)
     n = len(job.samples) if len(job.samples) >= 2 else args.uncertainty_samples
     if not need_heat:
         n = len(job.samples) if need_samples else 0
@@ -223,58 +491,155 @@ def process(job: Job, model, args: argparse.Namespace) -> list[Path]:
         gen = torch.Generator().manual_seed(args.seed)
         stream = inference.iter_samples(model.restorer, x, n, sample_t, generator=gen, **common)
         for i, y in enumerate(stream):
-            if i < len(job.samples) and job.samples[i] in todo:
+            if i < len(job.samples) and job.samples[i] in wanted:
                 save(job.samples[i], _to_output_array(tensor_to_image(y, kind)))
             if need_heat:
-                acc.add(y)
+                acc.add(check_finite(y))
         if need_heat:
-            spread = acc.spread()[0].numpy()
-            if job.heat in todo:
+            spread = check_finite(acc.spread(), "the uncertainty map")[0].numpy()
+            if job.heat in wanted:
                 save(job.heat, heat_map(spread))
-            if job.raw is not None and job.raw in todo:
+            if job.raw is not None and job.raw in wanted:
                 save(job.raw, np.rint(np.clip(spread, 0, 1) * 65535).astype(np.uint16))
+    if started is not None:
+        print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return written
 
 
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, MemoryError) or isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def run_one(job: Job, model, args: argparse.Namespace, status: Status, records: dict) -> int:
+    """``process`` with per-image faults (I/O, memory) turned into one-line ``UserError``s naming the image."""
+    from ..data.io import output_reason
+    from ..errors import OutputError, ResourceLimitError, UserError
+
+    try:
+        return len(process(job, model, args, status.todo, records))
+    except UserError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{job.src}: {output_reason(exc)}") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not _is_out_of_memory(exc):
+            raise
+        raise ResourceLimitError(
+            f"{job.src}: out of memory; use smaller tiles (--tile 256), a lower --max-pixels, or --device cpu"
+        ) from None
+
+
+def check_settings(args: argparse.Namespace) -> None:
+    """Everything checkable before loading anything: ranges of temperature, seed, exposure, sample counts."""
+    from ..api import check_exposure, check_seed, check_temperature
+    from ..errors import UserError
+
+    if args.uncertainty and args.uncertainty_samples < 2 and args.samples < 2:
+        raise UserError("--uncertainty needs at least 2 samples; raise --uncertainty-samples or --samples")
+    if args.temperature is not None:
+        check_temperature(args.temperature, "--temperature")
+    check_seed(args.seed, "--seed")
+    check_exposure(args.exposure)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"-o {args.out} is a file; give a folder for the outputs")
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (alpha dropped, extra TIFF pages) as one ``nightflow enhance: warning:`` line, not two."""
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"nightflow enhance: warning: {message}", file=sys.stderr)
+
+
+def _weights_hash(model) -> str | None:
+    from ..data.io import file_sha256
+
+    path = model.info.get("path")
+    return file_sha256(path) if path and Path(path).is_file() else None
+
+
+def _summary(written: int, done: int, kept: int, refused: int) -> str:
+    """One line: what was written, kept (made the same way) and refused (made differently)."""
+    parts = [f"wrote {written} file(s) for {done} image(s)"]
+    if kept:
+        parts.append(f"kept {kept} already done (use --overwrite to redo)")
+    if refused:
+        parts.append(f"refused {refused} whose outputs were made from another input or with other settings")
+    return ", ".join(parts)
+
+
+def _note_unrecorded(paths: list[Path]) -> None:
+    for path in paths:
+        print(
+            f"nightflow enhance: note: kept {path}: it has no nightflow record (another tool or an older "
+            "nightflow made it), so it cannot be checked; --overwrite redoes it",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    """Check settings and output folders, load the model, then enhance each image; per-image faults are
+    reported in one line each and the batch goes on (exit 2 at the end if any image failed or was refused)."""
     import warnings
 
     from tqdm.auto import tqdm
 
     import nightflow
 
-    from ..errors import UserError
+    from ..api import check_tile
+    from ..data.io import ImageReadError, check_writable_folder, file_sha256
+    from ..errors import StaleOutputError, UserError
 
-    if args.uncertainty and args.uncertainty_samples < 2 and args.samples < 2:
-        raise UserError("--uncertainty needs at least 2 samples; raise --uncertainty-samples or --samples")
-    if args.temperature is not None and args.temperature < 0:
-        raise UserError(f"--temperature must be >= 0, got {args.temperature}")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UserError(f"-o {args.out} is a file; give a folder for the outputs")
-    inputs = expand_inputs(args.inputs)
+    check_settings(args)
+    inputs = expand_inputs(args.inputs, args.recursive, args.out)
+    for folder in dict.fromkeys(output_folder(s, args.out) for s in inputs):
+        check_writable_folder(folder)  # before any model work: an unwritable -o fails in seconds, not hours
     model = nightflow.load(args.model, device=args.device)
     if args.scale is not None and model.scale != args.scale:
         raise UserError(
             f"model '{args.model}' upscales x{model.scale} but --scale {args.scale} was asked; "
             f"pick a x{args.scale} model or drop --scale"
         )
+    check_tile(args.tile, model.restorer, "--tile")
     jobs = plan_jobs(inputs, args.out, model.scale, args)
-    pending = [j for j in jobs if args.overwrite or not all(p.exists() for p in j.outputs())]
-    skipped = len(jobs) - len(pending)
+    settings = job_settings(model, args, _weights_hash(model))
     failures: list[str] = []
-    written = 0
+    written = done = kept = refused = 0
+
+    def fail(job: Job, exc: UserError) -> None:
+        if len(jobs) == 1:
+            raise exc
+        failures.append(str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}")
+        tqdm.write(f"nightflow enhance: error: {failures[-1]}", file=sys.stderr)  # a line of its own
+
     with warnings.catch_warnings():
         warnings.simplefilter("once")
-        for job in tqdm(pending, desc="enhance", unit="img", disable=len(pending) < 2):
+        warnings.showwarning = _show_warning
+        bar = tqdm(jobs, desc="enhance", unit="img", disable=len(jobs) < 2)
+        for job in bar:
             try:
-                written += len(process(job, model, args))
-            except UserError as exc:  # unreadable image etc.: report, go on with the others
-                if len(jobs) == 1:
-                    raise
-                failures.append(str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}")
-                print(f"nightflow enhance: error: {failures[-1]}", file=sys.stderr)
-    note = f", kept {skipped} already done (use --overwrite to redo)" if skipped else ""
-    print(f"wrote {written} file(s) for {len(pending) - len(failures)} image(s){note}")
+                try:
+                    digest = file_sha256(job.src)
+                except OSError as exc:
+                    raise ImageReadError(f"cannot read image {job.src}: {exc.strerror or exc}") from None
+                records = output_records(job, settings, digest)
+                status = job_status(job, records, args.overwrite)
+                if status.refused is not None:
+                    refused += 1
+                    raise StaleOutputError(status.refused)
+                _note_unrecorded(status.unrecorded)
+                kept += not status.todo
+                if status.todo:
+                    written += run_one(job, model, args, status, records)
+                    done += 1
+            except UserError as exc:  # unreadable image, full disk, stale output...: report, go on
+                fail(job, exc)
+    print(_summary(written, done, kept, refused))
     if failures:
         raise UserError(f"{len(failures)} of {len(jobs)} images failed (see above)")
     return 0

@@ -76,6 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--temperature", type=float, default=0.0, help="0 = mean path (default); > 0 = one sample per image"
     )
     parser.add_argument(
+        "--exposure",
+        type=float,
+        default=0.0,
+        metavar="EV",
+        help="shift of the model's own exposure estimate in EV (default 0; models with exposure control)",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of sampled noise and synthetic data (default 0)"
     )
     parser.add_argument(
@@ -168,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         tile=args.tile,
         limit=args.limit,
+        exposure=args.exposure,
     )
     device = resolve_device(args.device)
     model = resolve_model(args.model, args.scale, device)

@@ -17,8 +17,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..context import oracle_log2_gain, thumbnail
 from ..errors import ConfigError, UserError
 from . import degrade as deg
 from .io import list_images, read_image, read_image_size, to_tensor
@@ -62,6 +64,12 @@ class DataConfig:
     check_sizes: bool = True  # read all headers up front so a size mismatch fails before training starts
     cache: bool = False  # keep decoded images in memory
     recursive: bool = True  # look into subfolders (paired/unpaired/synthetic)
+    scene_size: int = (
+        384  # synthetic: side (HR px) of the "whole image" each crop is cut from and degraded with
+    )
+    scene_scale: list[float] = dataclasses.field(
+        default_factory=lambda: [0.5, 1.0]
+    )  # synthetic: photos are resized by a factor drawn from this range before the scene is cut (training)
 
     def __post_init__(self) -> None:
         if self.scale not in (1, 2, 4):
@@ -72,6 +80,10 @@ class DataConfig:
             if len(self.ev_range) != 2:
                 raise ConfigError(f"data.ev_range must be [low, high], got {self.ev_range}")
             self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
+        if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
+            raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
+        if self.scene_size < 16:
+            raise ConfigError(f"data.scene_size must be >= 16, got {self.scene_size}")
         if self.preset not in deg.PRESETS:
             raise ConfigError(
                 f"data.preset '{self.preset}' is unknown; choose one of {', '.join(deg.PRESETS)}"
@@ -190,6 +202,7 @@ class PairedImageDataset(Dataset):
     def _finish(self, lq: torch.Tensor, hq: torch.Tensor | None, name: str, index: int) -> dict[str, Any]:
         """Histogram equalisation (on the whole LQ image), aligned crop, augmentation; build the item dict."""
         he = self.hist_eq_fn(lq) if self.hist_eq_fn is not None else None
+        context = whole_image_context(lq, hq)
         gen = item_generator(self.seed, self.epoch, index) if self.train else None
         if self.patch_size is not None:
             stacked = lq if he is None else torch.cat([lq, he], 0)
@@ -202,12 +215,22 @@ class PairedImageDataset(Dataset):
             lq = next(out)
             hq = next(out) if hq is not None else None
             he = next(out) if he is not None else None
-        item: dict[str, Any] = {"lq": lq.contiguous(), "name": name}
+        item: dict[str, Any] = {"lq": lq.contiguous(), "name": name, **context}
         if hq is not None:
             item["hq"] = hq.contiguous()
         if he is not None:
             item["lq_he"] = he.contiguous()
         return item
+
+
+def whole_image_context(lq: torch.Tensor, hq: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """What a crop needs to know of the whole image it is cut from (``nightflow.context``): the LQ thumbnail
+    (``ctx_thumb``) and, for pairs, the exposure that matches the target (``log2_gain``, EV). Flips and
+    rotations of the crop leave both unchanged."""
+    out = {"ctx_thumb": thumbnail(lq)}
+    if hq is not None:
+        out["log2_gain"] = oracle_log2_gain(lq, hq).reshape(())
+    return out
 
 
 class RellisurDataset(PairedImageDataset):
@@ -276,10 +299,16 @@ class UnpairedFolderDataset(PairedImageDataset):
 
 
 class SyntheticDataset(Dataset):
-    """Fresh (LQ, HQ) pairs every epoch: an HR crop of a photo, degraded by a preset (``nightflow.data.degrade``).
+    """Fresh (LQ, HQ) pairs every epoch: a scene cut from a photo is degraded as a whole by a preset
+    (``nightflow.data.degrade``), then an aligned patch is cropped from the pair.
 
-    Item ``index`` of epoch ``e`` depends only on (seed, e, index): resuming reproduces it exactly. In
-    evaluation mode (``train=False``) the epoch is fixed at 0 and crops are central, so the set never changes.
+    Why whole scenes: the model's global statistics (exposure, histogram, attention pools) must come from the
+    whole image, in training as at inference (``nightflow.context``), so each item carries the thumbnail and
+    oracle exposure of the degraded scene its crop was cut from. A scene is a ``scene_size``² region of the
+    photo resized by a random factor in ``scene_scale`` (training; the native resolution in evaluation).
+    Item ``index`` of epoch ``e`` depends only on (seed, e, index): resuming reproduces it exactly; epochs walk
+    through all photos in turn even when ``length`` is smaller than their number. In evaluation mode
+    (``train=False``) the epoch is fixed at 0 and crops are central, so the set never changes.
     """
 
     def __init__(
@@ -300,6 +329,8 @@ class SyntheticDataset(Dataset):
         ev_range: tuple[float, float] | list[float] | None = None,
         recursive: bool = True,
         cache: bool = True,
+        scene_size: int = 384,
+        scene_scale: tuple[float, float] | list[float] = (0.5, 1.0),
     ) -> None:
         folder = split_dir(require_root(str(root)), split, None)
         self.photos = list_images(folder, recursive=recursive)
@@ -312,9 +343,14 @@ class SyntheticDataset(Dataset):
             )
         if patch_size is not None:
             check_patch_size(patch_size, scale, crop_multiple)
+            if patch_size > scene_size:
+                raise UserError(f"patch_size {patch_size} is larger than scene_size {scene_size}")
         if length is not None and length < 1:
             raise UserError(f"data.length must be >= 1, got {length}")
         self.scale, self.patch_size, self.seed, self.train = scale, patch_size, seed, train
+        self.crop_multiple = crop_multiple
+        self.scene_size = int(scene_size)
+        self.scene_scale = (float(min(scene_scale)), float(max(scene_scale)))
         self.length = length or len(self.photos)
         self.augment = augment and train
         self.hist_eq_fn = (hist_eq_fn or _default_hist_eq()) if hist_eq else None
@@ -328,21 +364,47 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
+    def _scene(self, photo: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
+        """A ``scene_size``² (at most) region, resized by a random factor in training; divisible by the scale."""
+        h, w = photo.shape[-2:]
+        factor = 1.0
+        if gen is not None:
+            lo, hi = self.scene_scale
+            factor = lo + (hi - lo) * float(torch.rand((), generator=gen))
+            if self.patch_size is not None:  # never shrink a photo below the patch
+                factor = min(1.0, max(factor, (self.patch_size + self.scale) / min(h, w)))
+        side = max(1, round(self.scene_size / factor))
+        rh, rw = min(h, side), min(w, side)
+        if gen is None:
+            y, x = (h - rh) // 2, (w - rw) // 2
+        else:
+            y = int(torch.randint(0, h - rh + 1, (), generator=gen))
+            x = int(torch.randint(0, w - rw + 1, (), generator=gen))
+        region = photo[:, y : y + rh, x : x + rw]
+        if factor < 1.0:
+            size = (max(1, round(rh * factor)), max(1, round(rw * factor)))
+            region = F.interpolate(
+                region[None], size=size, mode="bilinear", antialias=True, align_corners=False
+            )[0].clamp(0.0, 1.0)
+        return crop_to_multiple(region, self.scale)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        photo = self.photos[index % len(self.photos)]
         epoch = self.epoch if self.train else 0
+        photo = self.photos[(epoch * self.length + index) % len(self.photos)]
         gen = item_generator(self.seed, epoch, index)
-        hq = self._load(photo)
-        if self.patch_size is not None:
-            hq, _ = paired_crop(hq, None, self.patch_size, 1, gen if self.train else None, photo.name)
-        else:
-            hq = crop_to_multiple(hq, self.scale)
-        if self.augment:
-            (hq,) = augment([hq], gen, rotate=hq.shape[-1] == hq.shape[-2])
+        crop_gen = gen if self.train else None
+        hq = self._scene(self._load(photo), crop_gen)
         lq, _params = deg.degrade(hq, self.scale, self.preset, gen)
-        item: dict[str, Any] = {"lq": lq, "hq": hq.contiguous(), "name": f"{photo.stem}#{index}"}
+        context = whole_image_context(lq, hq)
+        if self.patch_size is not None:
+            lq, hq = paired_crop(lq, hq, self.patch_size, self.scale, crop_gen, photo.name)
+            assert hq is not None
+        if self.augment:
+            lq, hq = augment([lq, hq], gen, rotate=hq.shape[-1] == hq.shape[-2])
+        item: dict[str, Any] = {"lq": lq.contiguous(), "hq": hq.contiguous(), "name": f"{photo.stem}#{index}"}
+        item.update(context)
         if self.hist_eq_fn is not None:
             item["lq_he"] = self.hist_eq_fn(lq).contiguous()
         return item
@@ -374,6 +436,8 @@ def build_dataset(cfg: DataConfig, train: bool, hist_eq_fn: HistEq | None = None
             ev_range=cfg.ev_range,
             recursive=cfg.recursive,
             cache=True,  # photos are re-read for every crop: always keep them decoded
+            scene_size=cfg.scene_size,
+            scene_scale=cfg.scene_scale,
             **common,
         )
     paired = {"crop_lq": cfg.crop_lq, "check_sizes": cfg.check_sizes, "cache": cfg.cache}

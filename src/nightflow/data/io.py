@@ -4,17 +4,29 @@ Why a module of its own: Pillow silently truncates 16-bit RGB PNG to 8 bits and 
 orientation, so every loader and command goes through these functions to get the exact pixels the user has.
 Reading returns H×W×3 numpy arrays in the file's own dtype; ``to_tensor`` turns them into the library's
 3×H×W float32 [0, 1] tensors. Writing is atomic (temporary name, then ``os.replace``).
+
+Reliability: the pixel count is read from the header and checked against a limit *before* anything is decoded
+(a 118 KB PNG can ask for gigabytes); multi-page files say that only the first page is used; write failures
+(full disk, read-only filesystem, a path below a file) are one-line ``OutputError``s; PNG outputs can carry a
+text record of what produced them (``read_png_text``).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import os
 import re
+import struct
+import threading
 import warnings
-from collections.abc import Iterable
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -23,7 +35,7 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..errors import UserError
+from ..errors import OutputError, ResourceLimitError, UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -34,8 +46,16 @@ class ImageReadError(UserError):
     """An image file is missing, empty, truncated, corrupt or not an image; the message names file and cause."""
 
 
+class ImageTooLargeError(ImageReadError, ResourceLimitError):
+    """An image whose header asks for more pixels than the limit; refused before decoding."""
+
+
 class AlphaDroppedWarning(UserWarning):
     """An image had an alpha channel, which nightflow ignores (it restores RGB)."""
+
+
+class MultiPageWarning(UserWarning):
+    """A multi-page TIFF (or multi-frame image): only the first page is read."""
 
 
 class _DecodeError(Exception):
@@ -45,6 +65,157 @@ class _DecodeError(Exception):
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------------- limits
+
+# Bytes of host memory per *input* pixel that enhancing one image needs outside the model (tiling bounds the
+# model's share): the decoded file, its float tensor and padded copy (~48 B), plus per *output* pixel the
+# float32 result, its numpy copy and the 8/16-bit array written (~36 B × scale²).
+_BYTES_PER_INPUT_PIXEL = 48
+_BYTES_PER_OUTPUT_PIXEL = 36
+# Share of the machine's memory one image may take: the rest is for the model, tiles and other processes.
+MEMORY_SHARE = 0.5
+_PILLOW_LOCK = threading.Lock()
+
+
+def machine_memory() -> int:
+    """Total RAM in bytes (MemTotal), 8 GiB when it cannot be read: the pixel limit is sized from it."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return 8 << 30
+
+
+def default_max_pixels(scale: int = 1) -> int:
+    """Largest input (pixels) whose decode, tensors and ×``scale`` output fit in half of this machine's RAM."""
+    per_pixel = _BYTES_PER_INPUT_PIXEL + _BYTES_PER_OUTPUT_PIXEL * scale * scale
+    return max(1_000_000, int(machine_memory() * MEMORY_SHARE / per_pixel))
+
+
+def format_pixels(n: int) -> str:
+    """'121.0 MP' (megapixels, for messages)."""
+    return f"{n / 1e6:.1f} MP"
+
+
+@contextmanager
+def _pillow_unlimited() -> Iterator[None]:
+    """Pillow's own bomb check (in ``Image.open``) off: ``check_pixels`` applied nightflow's documented limit.
+
+    Held only around ``open``, never around decoding, so parallel readers are not serialised.
+    """
+    with _PILLOW_LOCK:
+        old = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = old
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says, before any pixel is decoded: size as stored, pages, EXIF orientation."""
+
+    height: int
+    width: int
+    pages: int = 1
+    orientation: int = 1
+
+    @property
+    def pixels(self) -> int:
+        return self.height * self.width
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(height, width) after EXIF rotation, as ``read_image`` returns it."""
+        h, w = self.height, self.width
+        return (w, h) if self.orientation in (5, 6, 7, 8) else (h, w)
+
+
+def _probe_tiff(fh: BinaryIO) -> ImageHeader:
+    with tifffile.TiffFile(fh) as tif:
+        page = tif.pages[0]
+        tag = page.tags.get("Orientation")
+        pages = sum(1 for pg in tif.pages if not getattr(pg, "is_reduced", False))
+        return ImageHeader(
+            int(page.imagelength), int(page.imagewidth), pages, int(tag.value) if tag is not None else 1
+        )
+
+
+def _probe_pillow(fh: BinaryIO) -> ImageHeader:
+    with _pillow_unlimited(), Image.open(fh) as im:
+        w, h = im.size
+        frames = 1 if im.format == "MPO" else int(getattr(im, "n_frames", 1) or 1)  # MPO: camera previews
+        return ImageHeader(int(h), int(w), frames, _pillow_orientation(im))
+
+
+def _probe_png(fh: BinaryIO, head: bytes) -> ImageHeader:
+    # The size comes from IHDR itself, so a header-only or truncated PNG still reports its dimensions.
+    if len(head) < 24 or head[12:16] != b"IHDR":
+        raise _DecodeError("not a valid PNG (missing IHDR header)")
+    width, height = struct.unpack(">II", head[16:24])
+    try:
+        fh.seek(0)
+        rest = _probe_pillow(fh)
+        return ImageHeader(int(height), int(width), rest.pages, rest.orientation)
+    except Exception:  # a damaged chunk after IHDR is reported by the decoder, with the size check done
+        return ImageHeader(int(height), int(width))
+
+
+def probe(fh: BinaryIO) -> ImageHeader:
+    """The header of an open image file (rewound first); ``_DecodeError`` when it is not a readable image."""
+    fh.seek(0)
+    head = fh.read(33)
+    fh.seek(0)
+    kind = _sniff(head)
+    try:
+        if kind == "png":
+            return _probe_png(fh, head)
+        if kind == "tiff":
+            return _probe_tiff(fh)
+        return _probe_pillow(fh)
+    except _DecodeError:
+        raise
+    except Exception as exc:
+        if kind == "tiff":
+            raise _DecodeError(f"truncated or corrupt TIFF ({_one_line(exc)})") from exc
+        raise _not_readable(kind) from exc
+
+
+def _not_readable(kind: str) -> _DecodeError:
+    """The cause for a file Pillow cannot open: damaged if its magic bytes say PNG/JPEG, else not an image."""
+    if kind in ("png", "jpeg"):
+        return _DecodeError(
+            f"truncated or corrupt {kind.upper()} (it starts like one, but its data is unreadable)"
+        )
+    return _DecodeError("not a recognised image format (expected PNG, JPEG or TIFF)")
+
+
+def check_pixels(p: Path, header: ImageHeader, max_pixels: int | None) -> None:
+    """Refuse an image above ``max_pixels`` (None: the machine default; 0: no limit), naming its size."""
+    limit = default_max_pixels() if max_pixels is None else int(max_pixels)
+    if limit > 0 and header.pixels > limit:
+        raise ImageTooLargeError(
+            f"cannot read image {p}: {header.width}×{header.height} = {format_pixels(header.pixels)} is above "
+            f"the limit of {format_pixels(limit)}; downscale it or raise --max-pixels"
+        )
+
+
+def _warn_pages(p: Path, header: ImageHeader) -> None:
+    if header.pages > 1:
+        warnings.warn(
+            f"{p}: {header.pages} pages/frames, only the first is used (split the file to restore the others)",
+            MultiPageWarning,
+            stacklevel=3,
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- reading
@@ -77,9 +248,14 @@ def _pillow_orientation(im: Image.Image) -> int:
 
 def _decode_pillow(data: bytes) -> tuple[np.ndarray, int]:
     try:
-        im = Image.open(io.BytesIO(data))
+        with _pillow_unlimited():  # the pixel count was checked against nightflow's limit from the header
+            im = Image.open(io.BytesIO(data))
     except Exception as exc:
-        raise _DecodeError("not a recognised image format (expected PNG, JPEG or TIFF)") from exc
+        raise _not_readable(_sniff(data[:8])) from exc
+    return _decode_opened(im)
+
+
+def _decode_opened(im: Image.Image) -> tuple[np.ndarray, int]:
     with im:
         try:
             im.load()
@@ -149,9 +325,9 @@ def _decode_tiff(data: bytes) -> tuple[np.ndarray, int]:
     return arr, orientation
 
 
-def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
+def _to_rgb(arr: np.ndarray, path: Path, keep_grey: bool = False) -> np.ndarray:
     if arr.ndim == 2:
-        return np.repeat(arr[:, :, None], 3, axis=2)
+        return arr if keep_grey else np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3:
         raise _DecodeError(f"unexpected pixel array shape {arr.shape}")
     channels = arr.shape[2]
@@ -164,7 +340,7 @@ def _to_rgb(arr: np.ndarray, path: Path) -> np.ndarray:
         arr = arr[:, :, : channels - 1]
         channels -= 1
     if channels == 1:
-        return np.repeat(arr, 3, axis=2)
+        return arr[:, :, 0] if keep_grey else np.repeat(arr, 3, axis=2)
     if channels == 3:
         return arr
     raise _DecodeError(f"{channels} channels are not supported (expected grey or RGB)")
@@ -203,15 +379,25 @@ def _read_bytes(p: Path) -> bytes:
     return data
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def read_image(
+    path: str | os.PathLike[str], *, max_pixels: int | None = None, keep_grey: bool = False
+) -> np.ndarray:
     """Read an image as H×W×3 RGB in its own dtype (uint8, uint16, or float32 for float TIFF), upright.
 
-    Grey becomes RGB; an alpha channel is dropped with an ``AlphaDroppedWarning``. Any unreadable file raises
-    ``ImageReadError`` with a one-line message naming the file and the cause.
+    Grey becomes RGB (``keep_grey``: H×W, so a grey photo can come back grey); an alpha channel is dropped
+    with an ``AlphaDroppedWarning``; a multi-page file gives its first page with a ``MultiPageWarning``. An
+    image above ``max_pixels`` (None: :func:`default_max_pixels`; 0: no limit) is refused from its header with
+    ``ImageTooLargeError``. Any unreadable file raises ``ImageReadError`` naming the file and the cause.
     """
     p = Path(path)
     data = _read_bytes(p)
     kind = _sniff(data)
+    try:
+        header = probe(io.BytesIO(data))
+    except _DecodeError as exc:
+        raise ImageReadError(f"cannot read image {p}: {exc}; re-export or remove the file") from None
+    check_pixels(p, header, max_pixels)
+    _warn_pages(p, header)
     try:
         if kind == "tiff":
             arr, orientation = _decode_tiff(data)
@@ -219,7 +405,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             arr, orientation = _decode_png16(data)
         else:
             arr, orientation = _decode_pillow(data)
-        arr = _to_rgb(arr, p)
+        arr = _to_rgb(arr, p, keep_grey)
     except _DecodeError as exc:
         raise ImageReadError(f"cannot read image {p}: {exc}; re-export or remove the file") from None
     if arr.shape[0] == 0 or arr.shape[1] == 0:
@@ -229,27 +415,52 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(height, width) of an image as ``read_image`` would return it, from the header only (cheap)."""
+    return read_header(path).upright_size
+
+
+def read_header(path: str | os.PathLike[str]) -> ImageHeader:
+    """The header of an image file (size, pages, orientation) without decoding it; one-line ``ImageReadError``."""
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"cannot read image {p}: file not found (check the path)")
     try:
         with open(p, "rb") as fh:
-            head = fh.read(8)
-        if _sniff(head) == "tiff":
-            with tifffile.TiffFile(p) as tif:
-                page = tif.pages[0]
-                h, w = int(page.imagelength), int(page.imagewidth)
-                tag = page.tags.get("Orientation")
-                orientation = int(tag.value) if tag is not None else 1
-        else:
-            with Image.open(p) as im:
-                w, h = im.size
-                orientation = _pillow_orientation(im)
-    except Exception as exc:
+            return probe(fh)
+    except (_DecodeError, OSError) as exc:
         raise ImageReadError(
             f"cannot read image {p}: {_one_line(exc)}; re-export or remove the file"
         ) from None
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+
+def check_images(paths: Iterable[str | os.PathLike[str]], max_pixels: int | None = 0) -> int:
+    """Decode every file once and raise one ``ImageReadError`` naming the first bad one (and how many are bad).
+
+    Why: a corrupt training photo must stop a run before step 1 with one line, not at the step that first
+    draws it (inside a DataLoader worker, as a multi-line traceback). Returns the number of files checked.
+    """
+    bad: list[str] = []
+    count = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for path in paths:
+            count += 1
+            try:
+                read_image(path, max_pixels=max_pixels)
+            except ImageReadError as exc:
+                bad.append(str(exc))
+    if bad:
+        more = f" ({len(bad)} of {count} files are unreadable)" if len(bad) > 1 else ""
+        raise ImageReadError(f"{bad[0]}{more}")
+    return count
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks (records what an output was made from)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
@@ -325,6 +536,45 @@ def _convert_depth(a: np.ndarray, depth: int) -> np.ndarray:
     raise ValueError(f"unsupported image dtype {a.dtype} (expected uint8, uint16 or float)")
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return (
+        struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    )
+
+
+def _with_png_text(png: bytes, text: dict[str, str]) -> bytes:
+    """Insert tEXt chunks right after IHDR (keywords Latin-1, at most 79 bytes; values ASCII-safe)."""
+    ihdr_end = 8 + 4 + 4 + 13 + 4
+    chunks = b"".join(
+        _png_chunk(b"tEXt", k.encode("latin-1")[:79] + b"\0" + v.encode("latin-1", "backslashreplace"))
+        for k, v in text.items()
+    )
+    return png[:ihdr_end] + chunks + png[ihdr_end:]
+
+
+def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """tEXt chunks before the image data of a PNG ({} for other files or unreadable ones)."""
+    out: dict[str, str] = {}
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(8) != b"\x89PNG\r\n\x1a\n":
+                return out
+            while True:
+                head = fh.read(8)
+                if len(head) < 8:
+                    return out
+                length, kind = struct.unpack(">I", head[:4])[0], head[4:]
+                if kind in (b"IDAT", b"IEND") or length > 1 << 20:
+                    return out
+                body = fh.read(length)
+                fh.read(4)  # CRC
+                if kind == b"tEXt" and b"\0" in body:
+                    key, _, value = body.partition(b"\0")
+                    out[key.decode("latin-1")] = value.decode("latin-1")
+    except OSError:
+        return out
+
+
 def _encode(a: np.ndarray, ext: str, jpeg_quality: int) -> bytes:
     if ext == ".png":
         bgr = a[:, :, ::-1] if a.ndim == 3 else a
@@ -347,12 +597,15 @@ def write_image(
     bit_depth: int | None = None,
     overwrite: bool = False,
     jpeg_quality: int = 95,
+    text: dict[str, str] | None = None,
 ) -> Path:
     """Write an image atomically (temporary name in the same folder, then ``os.replace``).
 
     ``img``: H×W×3 / H×W numpy (uint8, uint16, or float in [0, 1]) or a 3×H×W float tensor. ``bit_depth``:
     8 or 16 (PNG/TIFF; JPEG is 8 only) or 32 (float32 TIFF); default: 16 for uint16, else 8. An existing file
-    is kept (``UserError``) unless ``overwrite``.
+    is kept (``UserError``) unless ``overwrite``. ``text``: PNG tEXt chunks (``read_png_text`` reads them).
+    A write that fails (full disk, read-only or unwritable folder) raises a one-line ``OutputError`` and leaves
+    nothing behind.
     """
     p = Path(path)
     ext = p.suffix.lower()
@@ -369,11 +622,38 @@ def write_image(
     if depth == 32 and ext not in (".tif", ".tiff"):
         raise UserError(f"cannot write {p}: 32-bit float needs .tif; use bit_depth 8 or 16 for {ext}")
     data = _encode(np.ascontiguousarray(_convert_depth(a, depth)), ext, jpeg_quality)
-    with atomic_path(p) as tmp, open(tmp, "wb") as fh:
+    if text and ext == ".png":
+        data = _with_png_text(data, text)
+    try:
+        with atomic_path(p) as tmp:
+            _write_file(tmp, data)
+    except OSError as exc:
+        raise OutputError(f"cannot write {p}: {output_reason(exc)}") from None
+    return p
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file (the single place bytes reach the disk, so tests can inject faults here)."""
+    with open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-    return p
+
+
+def output_reason(exc: OSError) -> str:
+    """A one-line cause and fix for a failed write (the errno's text, then what to do about it)."""
+    import errno
+
+    hints = {
+        errno.ENOSPC: "the disk is full; free space or choose another -o",
+        errno.EDQUOT: "the disk quota is exceeded; free space or choose another -o",
+        errno.EROFS: "the filesystem is read-only; choose another -o",
+        errno.EACCES: "permission denied; choose a folder you can write to with -o",
+        errno.EPERM: "permission denied; choose a folder you can write to with -o",
+        errno.ENOTDIR: "a part of the path is a file, not a folder; choose another -o",
+        errno.EEXIST: "a part of the path is a file, not a folder; choose another -o",
+    }
+    return hints.get(exc.errno or -1, _one_line(exc.strerror or exc))
 
 
 # ---------------------------------------------------------------------------------------------------- listing
@@ -425,3 +705,25 @@ def list_images(
             raise UserError(f"no images match the pattern {text}")
         return sorted(found, key=lambda f: natural_key(str(f)))
     raise UserError(f"{p}: no such file or folder (check the path)")
+
+
+def check_writable_folder(folder: str | os.PathLike[str]) -> None:
+    """Prove that ``folder`` can be created and written *without creating it*: a probe file in the folder, or in
+    its nearest existing ancestor, is written and removed. One-line ``OutputError`` with the cause otherwise.
+
+    Why: an unwritable -o, a path below a file or a read-only filesystem must fail before any model work, not
+    after the first image has been computed.
+    """
+    target = Path(folder)
+    probe_dir = target
+    while not probe_dir.exists() and probe_dir != probe_dir.parent:
+        probe_dir = probe_dir.parent
+    if not probe_dir.is_dir():
+        raise OutputError(f"cannot write to {target}: {probe_dir} is a file, not a folder; choose another -o")
+    probe_file = probe_dir / f".nightflow-probe-{os.getpid()}-{threading.get_ident()}.tmp"
+    try:
+        _write_file(probe_file, b"")
+    except OSError as exc:
+        raise OutputError(f"cannot write to {target}: {output_reason(exc)}") from None
+    finally:
+        probe_file.unlink(missing_ok=True)

@@ -3,7 +3,9 @@
 Why: a photo can be 24 MP; attention over all pixels (quadratic) is out of the question. Two kinds are
 offered:
 - ``ChannelAttention`` (Restormer's "transposed" attention): heads attend across channels, the C×C map
-  summarises the whole image, so it gives global context for O(C²·HW).
+  summarises the whole image, so it gives global context for O(C²·HW). Being global, the map is taken from
+  the whole-image context pass when an ``AttentionStore`` is given (tiles and crops then use the map of the
+  whole image, see ``nightflow.context``).
 - ``WindowAttention``: ordinary self-attention inside non-overlapping ws×ws windows; the image is padded to a
   multiple of ws inside and padded pixels are masked out as keys, so results do not depend on the padding.
 Both derive q, k, v with a 1×1 conv followed by a depthwise 3×3 conv, which also gives the window attention a
@@ -18,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..context import AttentionStore
 from .blocks import LayerNorm2d
 
 AttentionKind = Literal["channel", "window"]
@@ -49,13 +52,16 @@ class ChannelAttention(nn.Module):
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.proj = nn.Conv2d(dim, dim, 1, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
         n, c, h, w = x.shape
         q, k, v = (t.reshape(n, self.heads, c // self.heads, h * w) for t in self.qkv(x))
-        q = F.normalize(q, dim=-1)
-        k = F.normalize(k, dim=-1)
-        attn = torch.softmax((q @ k.transpose(-2, -1)) * self.temperature, dim=-1)
-        return self.proj((attn @ v).reshape(n, c, h, w))
+
+        def attention() -> torch.Tensor:
+            qn, kn = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+            return torch.softmax((qn @ kn.transpose(-2, -1)) * self.temperature, dim=-1)
+
+        attn = attention() if store is None else store.take(attention)
+        return self.proj((attn.to(v.dtype) @ v).reshape(n, c, h, w))
 
 
 class WindowAttention(nn.Module):
@@ -89,7 +95,8 @@ class WindowAttention(nn.Module):
         valid = valid.reshape(gh, ws, gw, ws).permute(0, 2, 1, 3).reshape(gh * gw, 1, 1, ws * ws)
         return (valid > 0.5).repeat(n, 1, 1, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
+        """``store`` is accepted for a common signature: window attention is local and records nothing."""
         n, c, h, w = x.shape
         ws = self.window
         pad_h, pad_w = (-h) % ws, (-w) % ws
@@ -134,6 +141,6 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm2d(dim)
         self.ffn = GatedFeedForward(dim, expansion)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), store)
         return x + self.ffn(self.norm2(x))

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..context import AttentionStore, ImageContext, histogram_lut, thumbnail
 from ..errors import ConfigError
 from ..maps import ImageValueError
+from .exposure import ExposureHead
 
 SCALES = (1, 2, 4)
 
@@ -31,10 +33,17 @@ class EncoderOutput:
 
 
 class Encoder(nn.Module):
-    """Base class: holds ``scale``, ``levels``, ``out_channels``, ``input_multiple``; checks input sizes."""
+    """Base class: holds ``scale``, ``levels``, ``out_channels``, ``input_multiple``; checks input sizes; builds
+    the whole-image context (:mod:`nightflow.context`) every encoder receives.
+
+    Subclasses with exposure control create ``self.exposure_head``; those with global attention override
+    :meth:`_context_pass` to record their attention maps on the thumbnail.
+    """
 
     out_channels: list[int]
     input_multiple: int = 1
+    # padding / tile-origin multiple under which features are shift-consistent (internal downsampling grid)
+    grid_multiple: int = 1
 
     def __init__(self, scale: int, levels: int) -> None:
         super().__init__()
@@ -44,6 +53,54 @@ class Encoder(nn.Module):
             raise ConfigError(f"levels must be a positive integer, got {levels!r}")
         self.scale = scale
         self.levels = levels
+        self.exposure_head: ExposureHead | None = None  # subclasses with exposure control set one
+
+    @property
+    def has_exposure(self) -> bool:
+        """Whether this encoder applies an exposure gain (and so honours ``exposure`` shifts)."""
+        return self.exposure_head is not None
+
+    def make_context(
+        self,
+        lq: torch.Tensor,
+        exposure: float = 0.0,
+        *,
+        thumb: torch.Tensor | None = None,
+        log2_gain: torch.Tensor | None = None,
+    ) -> ImageContext:
+        """Context of the *whole* images ``lq`` (N×3×H×W), or of ready ``thumb`` nails (training items carry
+        the thumbnail of the image they were cut from). ``log2_gain`` overrides the estimate (training: the
+        oracle gain); ``exposure`` (EV) shifts whichever gain is used."""
+        if thumb is None:
+            thumb = thumbnail(lq)
+        thumb = thumb.float()
+        estimate = gain = None
+        if self.exposure_head is not None:
+            estimate = self.exposure_head(thumb)
+            gain = estimate if log2_gain is None else log2_gain.to(thumb).reshape(-1)
+            if exposure:
+                gain = gain + float(exposure)
+        elif exposure:
+            raise ConfigError(
+                f"this model ({type(self).__name__} without an exposure head) has no exposure control; "
+                "leave exposure at 0"
+            )
+        ctx = ImageContext(thumb=thumb, he_lut=histogram_lut(thumb), log2_gain=gain, estimate=estimate)
+        store = AttentionStore()
+        self._context_pass(ctx, store)
+        ctx.attention = store.maps
+        return ctx
+
+    def _context_pass(self, ctx: ImageContext, store: AttentionStore) -> None:
+        """Record global-attention maps on ``ctx.thumb`` (no global attention: nothing to record)."""
+
+    def resolve_context(self, lq: torch.Tensor, context: ImageContext | None) -> ImageContext:
+        """``context`` checked against the batch, or the context of ``lq`` itself when None."""
+        if context is None:
+            return self.make_context(lq)
+        if context.batch != lq.shape[0]:
+            raise ValueError(f"context is for {context.batch} images, the batch has {lq.shape[0]}")
+        return context
 
     def level_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """Feature sizes per flow level for an LR input of ``height``×``width``."""

@@ -7,7 +7,9 @@ cross-scale fusion lets every branch receive the resampled sum of the others. Th
 (HR/2^(l+1)) are then taken from the branch at that resolution, or pixel-shuffle-upsampled from the finest one
 when the level is finer than the LR grid (×2, ×4).
 
-Input: LR image + its histogram-equalised copy + its colour-ratio map (+ log input if ``log_input``).
+Input: LR image (gained by the exposure in EV when ``exposure`` is on) + its histogram-equalised copy + its
+colour-ratio map (+ log input if ``log_input``). Global parts (the HE table, the exposure gain, the channel-
+attention maps) come from the whole-image context (``nightflow.context``), so tiles and crops agree.
 Colour map: the input's colour-ratio map, upsampled to HR, corrected by a learned residual in log space
 (zero-initialised, so at init the prediction *is* the upsampled input ratio), then a softmax over channels.
 No code of the paper has been released; sizes here are our choices, documented in ``MPCTConfig``.
@@ -22,11 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..context import AttentionStore, ImageContext, apply_gain, apply_lut
 from ..errors import ConfigError
-from ..maps import color_ratio_map, histogram_equalize, log_input
+from ..maps import color_ratio_map, log_input
 from .attention import TransformerBlock
 from .base import Encoder, EncoderOutput
 from .blocks import PixelShuffleUp, halve, resize
+from .exposure import ExposureHead
 
 
 @dataclass
@@ -42,6 +46,7 @@ class MPCTConfig:
     window: int = 8
     cond_channels: int = 64  # conditioning channels handed to every flow level
     log_input: bool = False  # also feed log(lq + 1e-3) (LLFlow's input domain)
+    exposure: bool = False  # estimate an exposure gain from the whole image and apply it to the input
 
     def __post_init__(self) -> None:
         if not self.dims or len(self.dims) != len(self.heads):
@@ -119,8 +124,13 @@ class _Stage(nn.Module):
             self.branches.append(nn.Sequential(*blocks))
         self.fusion = CrossScaleFusion(cfg.dims, targets)
 
-    def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
-        return self.fusion([branch(x) for branch, x in zip(self.branches, xs)])
+    def forward(self, xs: list[torch.Tensor], store: AttentionStore | None = None) -> list[torch.Tensor]:
+        out = []
+        for branch, x in zip(self.branches, xs):
+            for block in branch:
+                x = block(x, store)
+            out.append(x)
+        return self.fusion(out)
 
 
 class MPCTEncoder(Encoder):
@@ -130,6 +140,9 @@ class MPCTEncoder(Encoder):
         super().__init__(scale, levels)
         self.cfg = cfg
         dims, nb = cfg.dims, len(cfg.dims)
+        # branch k runs at LR/2^k: tile origins on that grid, so a tile's coarse branches see the same pixel
+        # grid as the whole image's (a 2 px offset at LR/4 changes every feature); any input size still works
+        self.grid_multiple = 2 ** (nb - 1)
         in_ch = 12 if cfg.log_input else 9
         d0 = dims[0]
         self.stem = nn.Sequential(
@@ -169,22 +182,38 @@ class MPCTEncoder(Encoder):
         self.color_head = nn.Conv2d(src_ch[0], 12, 3, padding=1)
         nn.init.zeros_(self.color_head.weight)
         nn.init.zeros_(self.color_head.bias)
+        if cfg.exposure:
+            self.exposure_head = ExposureHead()
 
-    def _inputs(self, lq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _inputs(self, lq: torch.Tensor, ctx: ImageContext) -> tuple[torch.Tensor, torch.Tensor]:
         cr = color_ratio_map(lq)
-        parts = [lq, histogram_equalize(lq), cr]
+        shown = lq if ctx.log2_gain is None else apply_gain(lq, ctx.log2_gain)
+        parts = [shown, apply_lut(lq, ctx.he_lut), cr]
         if self.cfg.log_input:
-            parts.append(log_input(lq))
+            parts.append(log_input(shown))
         return torch.cat(parts, dim=1), cr
 
-    def forward(self, lq: torch.Tensor) -> EncoderOutput:
-        self.check_input(lq)
-        x, cr = self._inputs(lq)
+    def _trunk(self, x: torch.Tensor, store: AttentionStore) -> list[torch.Tensor]:
         xs = [self.stem(x)]
         for conv in self.down:
             xs.append(conv(F.leaky_relu(xs[-1], 0.2)))
         for stage in self.stages:
-            xs = stage(xs)
+            xs = stage(xs, store)
+        return xs
+
+    def _context_pass(self, ctx: ImageContext, store: AttentionStore) -> None:
+        """Run the trunk on the thumbnail (with the same gain and HE table) to record the channel-attention
+        maps; the window attention is local and the thumbnail's features are not used otherwise."""
+        if self.cfg.attention == "window":
+            return
+        x, _ = self._inputs(ctx.thumb, ctx)
+        self._trunk(x, store)
+
+    def forward(self, lq: torch.Tensor, context: ImageContext | None = None) -> EncoderOutput:
+        self.check_input(lq)
+        ctx = self.resolve_context(lq, context)
+        x, cr = self._inputs(lq, ctx)
+        xs = self._trunk(x, AttentionStore(ctx.attention))
         ups = [xs[0]]
         for up in self.ups:
             ups.append(up(ups[-1]))

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..context import ImageContext, apply_lut
 from ..errors import ConfigError
-from ..maps import color_ratio_map, histogram_equalize, log_input, noise_map
+from ..maps import color_ratio_map, log_input, noise_map
 from .base import Encoder, EncoderOutput
 from .blocks import RRDB, resize
 
@@ -83,13 +84,15 @@ class RRDBEncoder(Encoder):
         self.color_head = nn.Conv2d(nf, 3, 1)
         self.out_channels = [nf * (1 + len(cfg.stack_blocks))] * levels
 
-    def _inputs(self, lq: torch.Tensor) -> torch.Tensor:
+    def _inputs(self, lq: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
         cmap = color_ratio_map(lq)
-        return torch.cat([log_input(lq), histogram_equalize(lq), cmap, noise_map(cmap)], dim=1)
+        he = apply_lut(lq, ctx.he_lut)  # the whole image's HE table (LLFlow equalises the whole image too)
+        return torch.cat([log_input(lq), he, cmap, noise_map(cmap)], dim=1)
 
-    def forward(self, lq: torch.Tensor) -> EncoderOutput:
+    def forward(self, lq: torch.Tensor, context: ImageContext | None = None) -> EncoderOutput:
         self.check_input(lq)
-        fea = self.conv_second(F.leaky_relu(self.conv_first(self._inputs(lq)), 0.2))
+        ctx = self.resolve_context(lq, context)
+        fea = self.conv_second(F.leaky_relu(self.conv_first(self._inputs(lq, ctx)), 0.2))
         head = F.max_pool2d(fea, 2) if self.scale == 1 else fea
         x = head
         stacked = []

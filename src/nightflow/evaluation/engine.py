@@ -38,6 +38,7 @@ class EvalOptions:
     seed: int = 0
     tile: int | None = None  # None = tile only when memory needs it, 0 = never, > 0 = tile side (LR pixels)
     limit: int | None = None  # score only the first N images
+    exposure: float = 0.0  # EV relative to the model's own exposure estimate (models with exposure control)
 
     def __post_init__(self) -> None:
         from ..metrics import METRICS
@@ -51,6 +52,8 @@ class EvalOptions:
             raise UserError(f"temperature must be a number >= 0, got {self.temperature}")
         if self.crop_border < 0:
             raise UserError(f"crop border must be >= 0, got {self.crop_border}")
+        if not math.isfinite(self.exposure) or abs(self.exposure) > 8:
+            raise UserError(f"exposure must be a finite EV within ±8, got {self.exposure}")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1, got {self.limit}")
 
@@ -96,9 +99,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _restore(model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, index: int) -> torch.Tensor:
-    """One restoration: baselines directly (they are global operations: never tiled), models via the engine."""
+def _restore(
+    model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, index: int, hq: torch.Tensor | None = None
+) -> torch.Tensor:
+    """One restoration: baselines directly (they are global operations: never tiled; oracles get the target),
+    models via the engine."""
     if model.is_baseline:
+        if getattr(model.restorer, "needs_target", False):
+            if hq is None:
+                raise UserError(f"{model.spec} is an oracle baseline: it needs data with targets")
+            return model.restorer.restore(lq, target=hq)
         return model.restorer.restore(lq)
     from .. import inference
 
@@ -107,13 +117,19 @@ def _restore(model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, index: i
         gen = torch.Generator().manual_seed(image_seed(opts.seed, index))
         s = model.scale
         noise = inference.draw_noise((lq.shape[0], 3, lq.shape[-2] * s, lq.shape[-1] * s), gen).to(lq.device)
-    return inference.restore(model.restorer, lq, opts.temperature, noise=noise, tile=opts.tile)
+    return inference.restore(
+        model.restorer, lq, opts.temperature, noise=noise, tile=opts.tile, exposure=opts.exposure
+    )
 
 
-def _warm_up(model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, device: torch.device) -> None:
+def _warm_up(
+    model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, device: torch.device, hq: torch.Tensor | None
+) -> None:
     crop = lq[..., :WARMUP_SIDE, :WARMUP_SIDE]
+    s = model.scale
+    target = None if hq is None else hq[..., : WARMUP_SIDE * s, : WARMUP_SIDE * s]
     with torch.inference_mode():
-        _restore(model, crop, EvalOptions(metrics=opts.metrics, tile=0), 0)
+        _restore(model, crop, EvalOptions(metrics=opts.metrics, tile=0, exposure=opts.exposure), 0, target)
     _sync(device)
 
 
@@ -149,11 +165,11 @@ def _score_all(
         lq = item["lq"].unsqueeze(0).to(device)
         hq = item["hq"].unsqueeze(0).to(device) if "hq" in item else None
         if i == 0:
-            _warm_up(model, lq, options, device)
+            _warm_up(model, lq, options, device, hq)
         _sync(device)
         start = time.perf_counter()
         with torch.inference_mode():
-            out = _restore(model, lq, options, i)
+            out = _restore(model, lq, options, i, hq)
         _sync(device)
         seconds = time.perf_counter() - start
         name = str(item.get("name", i))

@@ -14,7 +14,10 @@ from .subnets import ConvSubnet, SubnetKind
 
 
 def shift_and_scale(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """Split subnet output interleaved (even channels shift, odd channels raw scale), as LLFlow does."""
+    """Split subnet output interleaved (even channels shift, odd channels raw scale), as LLFlow does.
+
+    The subnet may run in bf16 (autocast); the affine parameters and log-dets are always float32."""
+    h = h.float()
     shift = h[:, 0::2]
     scale = torch.sigmoid(h[:, 1::2] + 2.0) + eps
     return shift, scale

@@ -101,11 +101,13 @@ class InvConv1x1(FlowLayer):
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_4d("InvConv1x1 input", x, self.channels)
         w = self.weight().to(x.dtype)
-        y = F.conv2d(x, w.view(self.channels, self.channels, 1, 1))
+        with torch.autocast(device_type=x.device.type, enabled=False):  # invertible arithmetic stays fp32
+            y = F.conv2d(x, w.view(self.channels, self.channels, 1, 1))
         logdet = self.log_s.sum() * (x.shape[2] * x.shape[3])
         return y, logdet.to(x.dtype).expand(x.shape[0])
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         check_4d("InvConv1x1 input", y, self.channels)
         w_inv = self.inverse_weight().to(y.dtype)
-        return F.conv2d(y, w_inv.view(self.channels, self.channels, 1, 1))
+        with torch.autocast(device_type=y.device.type, enabled=False):
+            return F.conv2d(y, w_inv.view(self.channels, self.channels, 1, 1))

@@ -54,7 +54,7 @@ class ConditionalGaussian(torch.nn.Module):
         self.conv = ZeroConv2d(in_channels, 2 * out_channels)
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
-        out = self.conv(h)
+        out = self.conv(h).float()  # the conv may run in bf16; the prior's parameters are float32
         return out[:, 0::2], out[:, 1::2]
 
 

@@ -46,6 +46,12 @@ def _niqe(channel: str) -> Callable[..., torch.Tensor]:
     return run
 
 
+def _ev_error(pred: torch.Tensor, gt: torch.Tensor, crop_border: int, scale: int) -> torch.Tensor:
+    from ..context import oracle_log2_gain
+
+    return oracle_log2_gain(pred, gt).abs()
+
+
 def _lr_psnr(pred: torch.Tensor, gt: torch.Tensor, crop_border: int, scale: int) -> torch.Tensor:
     return lr_psnr(pred, gt, scale)
 
@@ -91,6 +97,12 @@ METRICS: dict[str, Metric] = {
     "lr_psnr": Metric(
         "LR-PSNR (dB): output and GT both downscaled by the scale with MATLAB bicubic",
         _lr_psnr,
+        gt_mean=False,
+    ),
+    "ev_error": Metric(
+        "exposure error |log2(mean luminance of output / of GT)| in EV, linear light (lower is better)",
+        _ev_error,
+        higher_is_better=False,
         gt_mean=False,
     ),
 }

@@ -40,6 +40,7 @@ class ModelConfig:
     train_gt_ratio: float = 0.2  # probability of using the GT colour map as prior mean in training (LLFlow)
     l1_weight: float = 1.5  # γ of LoLiSRFlow: L1 of the reverse pass at the prior mean
     color_weight: float = 0.0  # optional L1 between predicted and GT colour-ratio maps
+    exposure_weight: float = 0.1  # squared EV error of the exposure head (encoders with exposure: true)
     quant: int = 256  # dequantisation levels for the NLL (0 = none: continuous NLL, LLFlow's default)
     seed: int = 0  # initialisation seed
 
@@ -48,7 +49,7 @@ class ModelConfig:
             raise ConfigError(f"scale must be 1, 2 or 4, got {self.scale}")
         if not 0.0 <= self.train_gt_ratio <= 1.0:
             raise ConfigError(f"train_gt_ratio must be in [0, 1], got {self.train_gt_ratio}")
-        if self.l1_weight < 0 or self.color_weight < 0:
-            raise ConfigError("l1_weight and color_weight must be ≥ 0")
+        if self.l1_weight < 0 or self.color_weight < 0 or self.exposure_weight < 0:
+            raise ConfigError("l1_weight, color_weight and exposure_weight must be ≥ 0")
         if self.quant < 0:
             raise ConfigError(f"quant must be ≥ 0, got {self.quant}")

@@ -15,6 +15,7 @@ with :mod:`nightflow.models.sequential`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..context import ImageContext, oracle_log2_gain
 from ..encoders import build_encoder
 from ..encoders.blocks import PixelShuffleUp, resize
 from ..errors import ConfigError
@@ -78,8 +80,18 @@ class DeterministicRestorer(nn.Module):
     levels: int
     pad_multiple: int
 
-    def _restore_padded(self, lq_p: Tensor) -> Tensor:
+    has_exposure: bool = False
+
+    def _restore_padded(self, lq_p: Tensor, context: ImageContext | None) -> Tensor:
         raise NotImplementedError
+
+    def context(
+        self, lq: Tensor, exposure: float = 0.0, *, thumb: Tensor | None = None
+    ) -> ImageContext | None:
+        """Whole-image context for tiled inference (None: this model uses no global statistics)."""
+        if exposure:
+            raise ConfigError(f"{type(self).__name__} has no exposure control; leave exposure at 0")
+        return None
 
     def restore(
         self,
@@ -87,11 +99,12 @@ class DeterministicRestorer(nn.Module):
         temperature: float = 0.0,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        context: ImageContext | None = None,
     ) -> Tensor:
         """Restored HR image in [0, 1], N×3×sH×sW. Deterministic: ``temperature``, ``noise`` and ``generator``
         are accepted for the common interface and ignored (a regression model has no distribution)."""
         lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
-        out = self._restore_padded(lq_p)
+        out = self._restore_padded(lq_p, context)
         return out[:, :, : self.scale * h, : self.scale * w].clamp(0.0, 1.0)
 
     def sample(
@@ -104,7 +117,7 @@ class DeterministicRestorer(nn.Module):
         return out.unsqueeze(0).expand(n, *out.shape).clone()
 
     @torch.no_grad()
-    def initialize(self, hq: Tensor, lq: Tensor) -> None:
+    def initialize(self, batch: dict) -> None:
         """No data-dependent layers: nothing to initialise (kept so the trainer treats every model alike)."""
 
 
@@ -155,7 +168,7 @@ class JointRegressor(DeterministicRestorer):
         self.scale = cfg.scale
         self.levels = cfg.levels
         self.encoder = build_encoder(cfg.encoder, cfg.encoder_config, cfg.scale, cfg.levels)
-        self.pad_multiple = self.encoder.size_multiple()
+        self.pad_multiple = math.lcm(self.encoder.size_multiple(), self.encoder.grid_multiple)
         cond, ch = list(self.encoder.out_channels), cfg.head_channels
         top = cfg.levels - 1
         self.stem = nn.Conv2d(cond[top], ch[top], 3, padding=1)
@@ -168,9 +181,19 @@ class JointRegressor(DeterministicRestorer):
         self.up = PixelShuffleUp(ch[0])  # HR/2 → HR
         self.out = nn.Conv2d(ch[0] + (3 if cfg.use_color_map else 0), 3, 3, padding=1)
 
-    def predict(self, lq_p: Tensor) -> tuple[Tensor, Tensor | None]:
+    @property
+    def has_exposure(self) -> bool:  # type: ignore[override]
+        return self.encoder.has_exposure
+
+    def context(
+        self, lq: Tensor, exposure: float = 0.0, *, thumb: Tensor | None = None
+    ) -> ImageContext | None:
+        """Whole-image context of the unpadded LR batch (the encoder's global statistics and exposure)."""
+        return self.encoder.make_context(lq, exposure, thumb=thumb)
+
+    def predict(self, lq_p: Tensor, context: ImageContext | None = None) -> tuple[Tensor, Tensor | None]:
         """(unclamped HR prediction, predicted HR colour map) for an already padded LR batch."""
-        enc = self.encoder(lq_p)
+        enc = self.encoder(lq_p, context)
         feats = enc.features
         top = self.levels - 1
         y = self.bodies[top](F.leaky_relu(self.stem(feats[top]), 0.2))
@@ -187,17 +210,23 @@ class JointRegressor(DeterministicRestorer):
             y = torch.cat([y, enc.color_map], dim=1)
         return self.out(y), enc.color_map
 
-    def _restore_padded(self, lq_p: Tensor) -> Tensor:
-        return self.predict(lq_p)[0]
+    def _restore_padded(self, lq_p: Tensor, context: ImageContext | None) -> Tensor:
+        return self.predict(lq_p, context)[0]
 
-    def loss(self, hq: Tensor, lq: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """{"l1", ["color"], "total"}: L1 of the prediction against the HR target (padding excluded).
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """{"l1", ["color"], ["exposure"], "total"}: L1 of the prediction against the HR target (padding
+        excluded); the encoder's context comes from the whole images as for the flow.
 
         ``generator`` is accepted for the common interface; the loss draws nothing at random.
         """
+        hq, lq = batch["hq"], batch["lq"]
         check_pair(hq, lq, self.scale)
+        gain = batch.get("log2_gain")
+        if gain is None and self.encoder.has_exposure:
+            gain = oracle_log2_gain(lq, hq)
+        ctx = self.encoder.make_context(lq, thumb=batch.get("ctx_thumb"), log2_gain=gain)
         lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
-        pred, color_map = self.predict(lq_p)
+        pred, color_map = self.predict(lq_p, ctx)
         hh, ww = self.scale * h, self.scale * w
         l1 = (pred[:, :, :hh, :ww] - hq).abs().mean()
         terms = {"l1": l1}
@@ -206,6 +235,9 @@ class JointRegressor(DeterministicRestorer):
             color = color_map_l1(color_map[:, :, :hh, :ww], hq)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
+        if ctx.estimate is not None and ctx.log2_gain is not None:
+            terms["exposure"] = (ctx.estimate - ctx.log2_gain.detach()).square().mean()
+            total = total + 0.1 * terms["exposure"]
         terms["total"] = total
         return terms
 

@@ -4,6 +4,10 @@ Direction: training encodes the normal-light HR image given the low-light LR one
 restoration decodes latents at the prior mean (temperature 0) or sampled latents (temperature > 0).
 Sizes: every entry point pads the LR input (replicate) to the multiple the encoder and flow need and crops back,
 so callers never see a size error.
+Context: every entry point takes an optional ``context`` (``nightflow.context.ImageContext``) with the global
+statistics of the *whole* image; without one it is computed from the given ``lq``. Tiled inference computes it
+once from the full photo (:meth:`FlowRestorer.context`) and hands it to every tile; training batches carry the
+thumbnail and oracle exposure of the whole image each crop came from.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..context import ImageContext, oracle_log2_gain
 from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..maps import color_map_l1, color_ratio_map
@@ -49,7 +54,9 @@ class FlowRestorer(nn.Module):
                 prior_channels=top_colour_channels if use_prior else 0,
             )
         )
-        self.pad_multiple = math.lcm(self.encoder.size_multiple(), max(1, 2**self.levels // self.scale))
+        self.pad_multiple = math.lcm(
+            self.encoder.size_multiple(), self.encoder.grid_multiple, max(1, 2**self.levels // self.scale)
+        )
 
     # ----- sizes ------------------------------------------------------------------------------------------------
     def _pad_lq(self, lq: Tensor) -> tuple[Tensor, tuple[int, int]]:
@@ -74,35 +81,54 @@ class FlowRestorer(nn.Module):
         return F.pad(hq, (0, pw, 0, ph), mode="replicate") if ph or pw else hq
 
     # ----- conditioning and prior -------------------------------------------------------------------------------
-    def condition(self, lq: Tensor) -> EncoderOutput:
-        """Encoder output for an already padded LR batch."""
-        return self.encoder(lq)
+    @property
+    def has_exposure(self) -> bool:
+        """Whether the model estimates an exposure and honours ``exposure`` shifts (EV)."""
+        return self.encoder.has_exposure
+
+    def context(self, lq: Tensor, exposure: float = 0.0, *, thumb: Tensor | None = None) -> ImageContext:
+        """Whole-image context of the (unpadded) LR batch ``lq`` (or of the whole images' ready ``thumb``nails,
+        when ``lq`` is a crop); ``exposure`` shifts the estimated EV."""
+        if lq.dim() != 4 or lq.shape[1] != 3:
+            raise ValueError(f"lq: expected shape (N, 3, H, W), got {tuple(lq.shape)}")
+        return self.encoder.make_context(lq, exposure, thumb=thumb)
+
+    def condition(self, lq: Tensor, context: ImageContext | None = None) -> EncoderOutput:
+        """Encoder output for an already padded LR batch (``context``: of the whole image, else of ``lq``)."""
+        return self.encoder(lq, context)
+
+    def _context_for(self, lq: Tensor, context: ImageContext | None) -> ImageContext:
+        return self.context(lq) if context is None else context
 
     def _prior(self, color_map: Tensor | None) -> Tensor | None:
         if self.cfg.prior != "color_map":
             return None
         if color_map is None:
             raise ValueError("prior 'color_map' needs an encoder that predicts a colour map")
-        return squeeze2d(color_map, 2**self.levels)
+        return squeeze2d(color_map.float(), 2**self.levels)
 
     # ----- the flow in both directions --------------------------------------------------------------------------
-    def encode(self, hq: Tensor, lq: Tensor) -> tuple[list[Tensor], Tensor]:
+    def encode(
+        self, hq: Tensor, lq: Tensor, context: ImageContext | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """(HR, LR) → standardised latents and log-det (prior mean = predicted colour map)."""
+        ctx = self._context_for(lq, context)
         lq_p, size = self._pad_lq(lq)
         hq_p = self._pad_hq(hq, size, lq_p)
-        cond = self.condition(lq_p)
+        cond = self.condition(lq_p, ctx)
         return self.flow.encode(hq_p, cond.features, self._prior(cond.color_map))
 
-    def decode(self, latents: list[Tensor], lq: Tensor) -> Tensor:
+    def decode(self, latents: list[Tensor], lq: Tensor, context: ImageContext | None = None) -> Tensor:
         """Latents (from :meth:`encode` on the same LR input) → HR image; the exact inverse of encode."""
+        ctx = self._context_for(lq, context)
         lq_p, (h, w) = self._pad_lq(lq)
-        cond = self.condition(lq_p)
+        cond = self.condition(lq_p, ctx)
         out = self.flow.decode(latents, cond.features, self._prior(cond.color_map))
         return out[:, :, : self.scale * h, : self.scale * w]
 
-    def log_prob(self, hq: Tensor, lq: Tensor) -> Tensor:
+    def log_prob(self, hq: Tensor, lq: Tensor, context: ImageContext | None = None) -> Tensor:
         """NLL of the HR image given the LR one, in bits per dimension (no dequantisation noise), shape (N,)."""
-        latents, logdet = self.encode(hq, lq)
+        latents, logdet = self.encode(hq, lq, context)
         log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
         return bits_per_dim(log_p, hq[0].numel(), self.cfg.quant)
 
@@ -112,14 +138,16 @@ class FlowRestorer(nn.Module):
         temperature: float = 0.0,
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
+        context: ImageContext | None = None,
     ) -> Tensor:
         """Restored HR image in [0, 1]: the mean path at temperature 0, a sample otherwise.
 
         ``noise`` (image layout, N×3×sH×sW, standard normal) fixes the sample; tiled inference crops one global
-        noise tensor per tile so overlapping tiles agree.
+        noise tensor per tile so overlapping tiles agree, and passes the whole image's ``context``.
         """
+        ctx = self._context_for(lq, context)
         lq_p, (h, w) = self._pad_lq(lq)
-        cond = self.condition(lq_p)
+        cond = self.condition(lq_p, ctx)
         return self._decode_from(cond, (h, w), temperature, noise, generator)
 
     def _decode_from(self, cond, size, temperature, noise, generator) -> Tensor:
@@ -140,27 +168,45 @@ class FlowRestorer(nn.Module):
         return out[:, :, : self.scale * size[0], : self.scale * size[1]].clamp(0.0, 1.0)
 
     def sample(
-        self, lq: Tensor, n: int = 4, temperature: float = 0.8, generator: torch.Generator | None = None
+        self,
+        lq: Tensor,
+        n: int = 4,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        context: ImageContext | None = None,
     ) -> Tensor:
         """``n`` samples per input, shape n×N×3×sH×sW; the encoder runs once."""
+        ctx = self._context_for(lq, context)
         lq_p, size = self._pad_lq(lq)
-        cond = self.condition(lq_p)
+        cond = self.condition(lq_p, ctx)
         return torch.stack([self._decode_from(cond, size, temperature, None, generator) for _ in range(n)])
 
     # ----- training ---------------------------------------------------------------------------------------------
+    def batch_context(self, batch: dict) -> ImageContext:
+        """Context of a training batch: the whole images' thumbnails (``ctx_thumb``) and oracle exposures
+        (``log2_gain``) when the dataset provides them, else those of the crops themselves."""
+        lq = batch["lq"]
+        gain = batch.get("log2_gain")
+        if gain is None and self.has_exposure and "hq" in batch:
+            gain = oracle_log2_gain(lq, batch["hq"])
+        return self.encoder.make_context(lq, thumb=batch.get("ctx_thumb"), log2_gain=gain)
+
     @torch.no_grad()
-    def initialize(self, hq: Tensor, lq: Tensor) -> None:
+    def initialize(self, batch: dict) -> None:
         """Data-dependent ActNorm initialisation on one batch, explicitly (DDP runs it on the global batch)."""
         was_training = self.training
         self.train()
-        self.encode(hq, lq)
+        self.encode(batch["hq"], batch["lq"], self.batch_context(batch))
         self.train(was_training)
 
-    def loss(self, hq: Tensor, lq: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """NLL (bits/dim, dequantised) + γ·L1 of the reverse pass at the prior mean (+ colour-map L1)."""
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """NLL (bits/dim, dequantised) + γ·L1 of the reverse pass at the prior mean (+ colour-map L1)
+        (+ the exposure head's squared error in EV against the oracle gain)."""
+        hq, lq = batch["hq"], batch["lq"]
+        ctx = self.batch_context(batch)
         lq_p, size = self._pad_lq(lq)
         hq_p = self._pad_hq(hq, size, lq_p)
-        cond = self.condition(lq_p)
+        cond = self.condition(lq_p, ctx)
         use_gt = False
         if self.cfg.prior == "color_map" and self.cfg.train_gt_ratio > 0:
             coin = torch.rand((), generator=generator, device=generator.device if generator else None)
@@ -182,6 +228,10 @@ class FlowRestorer(nn.Module):
             color = color_map_l1(cond.color_map, hq_p)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
+        if ctx.estimate is not None and ctx.log2_gain is not None:
+            exposure = (ctx.estimate - ctx.log2_gain.detach()).square().mean()
+            terms["exposure"] = exposure
+            total = total + self.cfg.exposure_weight * exposure
         terms["total"] = total
         return terms
 

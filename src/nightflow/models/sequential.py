@@ -160,14 +160,15 @@ class SequentialCascade(DeterministicRestorer):
         self.sr = SRNet(cfg.sr, cfg.scale)
         self.pad_multiple = self.enhance.multiple
 
-    def _restore_padded(self, lq_p: Tensor) -> Tensor:
+    def _restore_padded(self, lq_p: Tensor, context: object = None) -> Tensor:
         return self.sr(self.enhance(lq_p).clamp(0.0, 1.0))
 
-    def loss(self, hq: Tensor, lq: Tensor, generator: torch.Generator | None = None) -> dict[str, Tensor]:
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """{"enhance_l1", "sr_l1", "l1" (cascade, no gradient), "total"}; padding is excluded from every term.
 
         ``generator`` is accepted for the common interface; the loss draws nothing at random.
         """
+        hq, lq = batch["hq"], batch["lq"]
         check_pair(hq, lq, self.scale)
         lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
         lr_target = F.avg_pool2d(hq, self.scale)  # exact area downscaling: hq is scale× lq

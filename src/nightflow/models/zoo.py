@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from ..config import from_dict, load_yaml
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, ModelNotFoundError, UnknownModelError
 from .checkpoint import load_model
 from .config import ModelConfig
 
@@ -97,13 +97,19 @@ def _resolve_checkpoint(path: Path) -> Path:
         steps = sorted(ckpts.glob("step_*/model.safetensors"))
         if steps:
             return steps[-1]
-    raise UserError(f"{path}: no model.safetensors found (expected a weights file, checkpoint or run folder)")
+    raise ModelNotFoundError(
+        f"{path}: no model.safetensors found (expected a weights file, checkpoint or run folder)"
+    )
 
 
 def load_restorer(
     name_or_path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
-    """(restorer, info) for a zoo name with bundled weights, a weights file, or a trainer run/checkpoint folder."""
+    """(restorer, info) for a zoo name with bundled weights, a weights file, or a trainer run/checkpoint folder.
+
+    A path or name that leads to no weights is a ``ModelNotFoundError`` (a FileNotFoundError); a name that is
+    neither in the zoo nor a path an ``UnknownModelError`` (a ValueError); both are one-line ``UserError``s.
+    """
     text = str(name_or_path)
     path = Path(text).expanduser()
     if path.exists():
@@ -112,7 +118,7 @@ def load_restorer(
     if canonical(text) in config_names():
         weights = weights_path(text)
         if not weights.is_file():
-            raise UserError(
+            raise ModelNotFoundError(
                 f"model '{text}' has no bundled weights; train it (`nightflow train CONFIG.yaml`) and pass the "
                 f"checkpoint path, or pick a bundled model from `nightflow models`"
             )
@@ -120,8 +126,8 @@ def load_restorer(
         info = {"name": canonical(text), "path": str(weights), "card": str(card) if card.is_file() else None}
         return load_model(weights, device), info
     if any(sep in text for sep in ("/", "\\")) or text.endswith(".safetensors"):
-        raise UserError(f"checkpoint not found: {text}")
-    raise UserError(
+        raise ModelNotFoundError(f"checkpoint not found: {text}")
+    raise UnknownModelError(
         f"unknown model '{text}'; run `nightflow models` to list the zoo, or pass a checkpoint path"
     )
 

@@ -2,27 +2,31 @@
 
 Layout under RUN_DIR/checkpoints/:
   step_0001000/model.safetensors  inference weights (the EMA copy when EMA is on), for ``nightflow.load``
-  step_0001000/state.pt           optimiser, schedule, step, epoch, RNG states, config (+ raw weights if EMA)
+  step_0001000/state.json         optimiser, schedule, step, epoch, RNG states, config (+ raw weights if EMA):
+  step_0001000/state.safetensors  the structure as JSON, its tensors in safetensors (no pickle anywhere)
   best/model.safetensors, best/best.json  weights and score of the best validation round so far
 
 Why a directory per step renamed into place: a run killed while writing leaves at most a hidden temp
-directory, never a half-written checkpoint that a resume would pick up.
+directory, never a half-written checkpoint that a resume would pick up. Why no pickle: a state file from
+elsewhere must never be able to run code, so a damaged one is a one-line error, never advice to unpickle it.
+Runs written before this format (``state.pt``) still resume, read with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -31,7 +35,9 @@ from ..errors import UserError
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 WEIGHTS = "model.safetensors"
-STATE = "state.pt"
+STATE = "state.json"
+STATE_TENSORS = "state.safetensors"
+LEGACY_STATE = "state.pt"
 
 
 def step_dir_name(step: int) -> str:
@@ -100,6 +106,96 @@ def _atomic_write_text(text: str, path: Path) -> None:
     write_text_atomic(path, text)
 
 
+# ----------------------------------------------------------------------------------------------- state files
+def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Plain-JSON skeleton of ``obj``; tensors move to ``tensors`` (tuples and non-string keys are tagged)."""
+    if isinstance(obj, torch.Tensor):
+        key = f"t{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous().clone()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, tensors) for k, v in obj.items()}
+        return {"__dict__": [[_encode(k, tensors), _encode(v, tensors)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint state")
+
+
+def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_encode`."""
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        return tensors[obj["__tensor__"]]
+    if "__dict__" in obj:
+        return {_decode(k, tensors): _decode(v, tensors) for k, v in obj["__dict__"]}
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+    if "__float__" in obj:
+        return float(obj["__float__"])
+    return {k: _decode(v, tensors) for k, v in obj.items()}
+
+
+def save_state(state: dict[str, Any], folder: Path) -> None:
+    """Write ``state`` as state.json + state.safetensors in ``folder`` (a temp dir renamed into place later)."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _encode(state, tensors)
+    save_file(tensors, str(folder / STATE_TENSORS))
+    (folder / STATE).write_text(json.dumps({"format": 1, "state": skeleton}), encoding="utf-8")
+
+
+def load_state(folder: Path) -> dict[str, Any]:
+    """Read the state of a checkpoint folder (the JSON + safetensors pair, else a legacy weights-only state.pt)."""
+    if not (folder / STATE).is_file():
+        return torch.load(folder / LEGACY_STATE, map_location="cpu", weights_only=True)
+    doc = json.loads((folder / STATE).read_text(encoding="utf-8"))
+    tensors = load_file(str(folder / STATE_TENSORS))
+    state = _decode(doc["state"], tensors)
+    if not isinstance(state, dict):
+        raise ValueError("the state is not a mapping")
+    return state
+
+
+def _has_state(folder: Path) -> bool:
+    return ((folder / STATE).is_file() and (folder / STATE_TENSORS).is_file()) or (
+        folder / LEGACY_STATE
+    ).is_file()
+
+
+def _tensors_in(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """(dotted path, tensor) for every tensor nested in ``obj``, to name the one that is damaged."""
+    if isinstance(obj, torch.Tensor):
+        yield prefix or "tensor", obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _tensors_in(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors_in(v, f"{prefix}[{i}]")
+
+
+def first_non_finite(obj: Any) -> str | None:
+    """The path of the first float tensor holding NaN/inf in ``obj``, or None when all are finite."""
+    for name, t in _tensors_in(obj):
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return name
+    return None
+
+
+_REQUIRED_STATE = ("step", "optimizer", "schedule", "rng")
+
+
 # ----------------------------------------------------------------------------------------------- manager
 class CheckpointManager:
     """Writes, finds, prunes and reads one run's checkpoints (rank 0 writes, any rank reads)."""
@@ -115,7 +211,7 @@ class CheckpointManager:
         found = []
         for p in self.root.iterdir():
             m = STEP_DIR.match(p.name)
-            if m and p.is_dir() and (p / WEIGHTS).is_file() and (p / STATE).is_file():
+            if m and p.is_dir() and (p / WEIGHTS).is_file() and _has_state(p):
                 found.append(int(m.group(1)))
         return sorted(found)
 
@@ -137,7 +233,7 @@ class CheckpointManager:
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=self.root))
         try:
             save_weights(inference_model, tmp / WEIGHTS, model_config, metadata)
-            torch.save(state, tmp / STATE)
+            save_state(state, tmp)
             if final.exists():  # a step re-done after a resume: replace the stale copy
                 trash = self.root / f".{final.name}.old-{os.getpid()}"
                 os.replace(final, trash)
@@ -168,16 +264,53 @@ class CheckpointManager:
         )
         return best
 
+    def read_best(self) -> dict[str, Any] | None:
+        """The score recorded in best/best.json ({"step", "metric", "value"}), None if absent or unreadable."""
+        path = self.root / "best" / "best.json"
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(info, dict) or not isinstance(info.get("value"), (int, float)):
+            return None
+        if not (self.root / "best" / WEIGHTS).is_file():
+            return None
+        return {"metric": info.get("metric", "psnr"), "value": float(info["value"]), "step": info.get("step")}
+
     @staticmethod
     def load(step_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """(inference weights, state) of one checkpoint directory, with a one-line error if it is damaged."""
+        """(inference weights, state) of one checkpoint directory, with a one-line error if it is damaged.
+
+        Damaged means unreadable, missing a part of the state, or holding NaN/inf in any tensor (resuming would
+        silently train on, or export, garbage).
+        """
+        fix = "delete that folder to resume from an earlier one"
         try:
             weights = read_weights(step_dir / WEIGHTS)
-            state = torch.load(step_dir / STATE, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError, ValueError, EOFError, SafetensorError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        except Exception as exc:  # safetensors raises several kinds; never a traceback for a damaged file
+            raise UserError(f"checkpoint {step_dir} is unreadable ({_reason(exc)}); {fix}") from None
+        try:
+            state = load_state(step_dir)
+        except Exception as exc:  # includes UnpicklingError, whose text advises unsafe loading: never shown
             raise UserError(
-                f"checkpoint {step_dir} is unreadable ({reason}); "
-                "delete that folder to resume from an earlier one"
-            ) from exc
+                f"checkpoint {step_dir} has an unreadable state file ({_reason(exc)}); {fix}"
+            ) from None
+        missing = [k for k in _REQUIRED_STATE if k not in state]
+        if missing:
+            raise UserError(f"checkpoint {step_dir} has an incomplete state (no {', '.join(missing)}); {fix}")
+        bad = first_non_finite(weights) or first_non_finite(state)
+        if bad is not None:
+            raise UserError(f"checkpoint {step_dir} holds NaN/inf values in {bad}; {fix}")
         return weights, state
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause for a damaged file; library texts that suggest unpickling untrusted data are dropped."""
+    import pickle
+
+    if isinstance(exc, (pickle.UnpicklingError, EOFError)):
+        return "corrupt or truncated data"
+    text = " ".join(str(exc).split())
+    if not text or "weights_only" in text or "pickle" in text.lower():
+        return type(exc).__name__
+    return text[:160]

@@ -36,7 +36,7 @@ class TrainConfig:
     gamma: float = 0.5  # multistep decay factor at each milestone
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     grad_clip: float | None = None  # max gradient L2 norm; None = no clipping
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype; only used on CUDA
+    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype: bf16 on CUDA or CPU, fp16 on CUDA only
     ema_decay: float | None = None  # e.g. 0.999; None = no EMA of weights
     log_every: int = 10
     val_every: int = 1000
@@ -91,10 +91,15 @@ def _resolve_model_name(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
-    """RunConfig from plain data: zoo names resolved first, then ``--set`` overrides, then strict typing."""
+    """RunConfig from plain data: ``--set model=NAME`` first, then zoo names resolved, then the other ``--set``
+    overrides (so ``model.flow.hidden=64`` applies to the named config), then strict typing."""
     from ..models.zoo import parse_model_config
 
-    data = apply_overrides(_resolve_model_name(dict(data)), list(overrides or []))
+    overrides = list(overrides or [])
+    whole_model = [o for o in overrides if o.split("=", 1)[0].strip() == "model"]
+    rest = [o for o in overrides if o not in whole_model]
+    data = apply_overrides(dict(data), whole_model)
+    data = apply_overrides(_resolve_model_name(data), rest)
     if isinstance(data.get("model"), dict):
         data["model"] = parse_model_config(data["model"], path="model")
     return from_dict(RunConfig, data)

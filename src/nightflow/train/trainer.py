@@ -3,8 +3,8 @@
 Why it is written this way: every source of randomness (data order, worker seeds, the model's own draws
 through an explicit ``torch.Generator``, global RNGs) is either a pure function of (seed, epoch, step) or
 saved in the checkpoint, so a run killed at step k and resumed reproduces the uninterrupted loss curve exactly
-on CPU. The trainer needs only ``loss(hq, lq, generator) -> {"total": ..., ...}`` and ``restore(lq,
-temperature)`` from the model (plus ``initialize(hq, lq)`` when it has data-dependent ActNorm), so non-flow
+on CPU. The trainer needs only ``loss(batch, generator) -> {"total": ..., ...}`` and ``restore(lq,
+temperature)`` from the model (plus ``initialize(batch)`` when it has data-dependent ActNorm), so non-flow
 baselines reuse it.
 """
 
@@ -13,6 +13,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -41,6 +44,76 @@ class TrainingDiverged(UserError):
     """The loss or the gradient became NaN/inf: the run stops without saving the bad state."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM: the run saved the state after its last finished step and stopped; ``--resume`` continues.
+
+    A KeyboardInterrupt, so callers that stop on Ctrl-C still do; ``signum`` gives the exit code 128 + signum.
+    """
+
+    def __init__(self, text: str, signum: int) -> None:
+        super().__init__(text)
+        self.signum = signum
+
+
+class _StopSignals:
+    """Turns the first SIGINT/SIGTERM into a flag checked between steps (so the step in flight finishes and is
+    saved); a second one interrupts at once. Installed only in the main thread, restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool = True) -> None:
+        self.signum: int | None = None
+        self.announce = announce
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # asked twice: stop now, the last checkpoint stays the resume point
+            raise KeyboardInterrupt
+        self.signum = signum
+        if self.announce:
+            sys.stderr.write(
+                f"\n{signal.Signals(signum).name}: saving after this step (again to stop at once)\n"
+            )
+
+    def __enter__(self) -> _StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
+def dataset_files(dataset: Any) -> list[Path]:
+    """Image files a dataset reads (synthetic photos, or the LQ/HQ files of paired records), in order, unique."""
+    files: dict[Path, None] = {}
+    for photo in getattr(dataset, "photos", None) or []:
+        files.setdefault(Path(photo), None)
+    for record in getattr(dataset, "records", None) or []:
+        for path in (getattr(record, "lq", None), getattr(record, "hq", None)):
+            if path is not None:
+                files.setdefault(Path(path), None)
+    return list(files)
+
+
+def check_dataset_files(*datasets: Any) -> int:
+    """Decode every image of the datasets once, failing in one line on the first unreadable file.
+
+    Why up front: a corrupt photo otherwise stops training at the step that first draws it, possibly hours in,
+    and inside a DataLoader worker as a multi-line traceback.
+    """
+    from ..data.io import check_images
+
+    files: dict[Path, None] = {}
+    for ds in datasets:
+        if ds is not None:
+            files.update(dict.fromkeys(dataset_files(ds)))
+    return check_images(files, max_pixels=0) if files else 0
+
+
 class _LossModule(nn.Module):
     """Routes ``model.loss`` through ``forward`` so DistributedDataParallel can hook gradient averaging."""
 
@@ -48,8 +121,8 @@ class _LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, hq: torch.Tensor, lq: torch.Tensor, generator: torch.Generator | None) -> Any:
-        return self.model.loss(hq, lq, generator=generator)
+    def forward(self, batch: dict[str, Any], generator: torch.Generator | None) -> Any:
+        return self.model.loss(batch, generator=generator)
 
 
 @contextlib.contextmanager
@@ -98,6 +171,8 @@ class Trainer:
         self.model_config = model_config
         self.run_config = run_config or {}
         self.callbacks = list(callbacks)
+        # before anything is created: a bad photo leaves no run behind
+        check_dataset_files(train_set, val_set)
         if cfg.batch_size % self.ctx.world_size:
             raise UserError(
                 f"train.batch_size {cfg.batch_size} is not divisible by the {self.ctx.world_size} processes; "
@@ -139,6 +214,8 @@ class Trainer:
     def _amp_dtype(self) -> torch.dtype | None:
         if self.cfg.amp == "none":
             return None
+        if self.cfg.amp == "bf16" and self.device.type == "cpu":
+            return torch.bfloat16  # AMX/AVX-512-bf16 CPUs: convolutions several times faster
         if self.device.type != "cuda":
             message(
                 f"train.amp={self.cfg.amp} needs CUDA; training in float32 on {self.device}", self.ctx.is_main
@@ -159,12 +236,12 @@ class Trainer:
             self.ema = EMA(self.model, self.cfg.ema_decay)
 
     @torch.no_grad()
-    def _initialize(self, hq: torch.Tensor, lq: torch.Tensor) -> None:
+    def _initialize(self, batch: dict[str, Any]) -> None:
         """Data-dependent init on the first *global* batch: identical on every rank and to one process."""
         init = getattr(self.model, "initialize", None)
         if callable(init):
             self.model.train()
-            init(self.ctx.all_gather_cat(hq), self.ctx.all_gather_cat(lq))
+            init({k: self.ctx.all_gather_cat(v) for k, v in batch.items() if torch.is_tensor(v)})
         self.initialized = True
 
     def _loader(self, epoch: int, start_batch: int) -> DataLoader:
@@ -186,22 +263,23 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- one step
     def _train_step(self, batch: dict[str, Any]) -> tuple[dict[str, float], float]:
-        hq = batch["hq"].to(self.device, non_blocking=True)
-        lq = batch["lq"].to(self.device, non_blocking=True)
+        batch = {
+            k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
+        }
         if not self.initialized:
-            self._initialize(hq, lq)
+            self._initialize(batch)
         if self.wrapped is None:
             self._wrap()
         assert self.wrapped is not None
         lr = self.schedule.apply(self.step)
         self.model.train()
         autocast = (
-            torch.autocast(device_type="cuda", dtype=self.amp_dtype)
+            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
             else contextlib.nullcontext()
         )
         with autocast:
-            out = self.wrapped(hq, lq, self.generator)
+            out = self.wrapped(batch, self.generator)
         total = out["total"]
         keys = [k for k, v in out.items() if torch.is_tensor(v) and v.numel() == 1]
         local = torch.stack([out[k].detach().float().reshape(()) for k in keys])
@@ -232,6 +310,24 @@ class Trainer:
         self.step += 1
         losses["lr"] = lr
         return losses, grad_norm
+
+    def _stop_if_signalled(self, stop: _StopSignals) -> None:
+        """After a finished step: if any rank got SIGINT/SIGTERM, save that step and raise TrainingInterrupted."""
+        signum = stop.signum
+        if self.ctx.distributed:  # every rank must agree, or the collective save below would hang
+            flag = torch.tensor([0.0 if signum is None else 1.0], device=self.device)
+            if self.ctx.all_reduce_mean(flag).item() > 0:
+                signum = signum or int(signal.SIGTERM)
+        if signum is None:
+            return
+        if self.last_saved_step != self.step:
+            self.save_checkpoint()
+        name = signal.Signals(signum).name
+        raise TrainingInterrupted(
+            f"{name} at step {self.step}: saved {self.checkpoints.root / step_dir_name(self.step)}; "
+            f"continue with --resume {self.run_dir}",
+            int(signum),
+        )
 
     def _diverged_message(self, what: str) -> str:
         last = self.checkpoints.latest()
@@ -289,7 +385,30 @@ class Trainer:
 
     def load_checkpoint(self, step_dir: Path) -> None:
         """Restore weights, EMA, optimiser, schedule, step and RNG states from ``step_dir``."""
-        weights, state = CheckpointManager.load(Path(step_dir))
+        weights, state = CheckpointManager.load(Path(step_dir))  # one-line UserError if damaged or NaN
+        try:
+            self._load_weights_and_optimizer(weights, state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            text = " ".join(str(exc).split())[:200]
+            raise UserError(
+                f"checkpoint {step_dir} does not fit this model or recipe ({text}); resume with the recipe it was "
+                "written with, or delete that folder to resume from an earlier one"
+            ) from None
+        rngs = state["rng"]
+        if len(rngs) != self.ctx.world_size:
+            message(
+                f"resuming a {len(rngs)}-process run on {self.ctx.world_size}: data order is kept, "
+                "random draws are not bit-identical",
+                self.ctx.is_main,
+            )
+        restore_rng_state(rngs[self.ctx.rank % len(rngs)], {"loss": self.generator})
+        self.step = int(state["step"])
+        self.best = self._resumed_best(state.get("best"))
+        self.initialized = True
+        self.last_saved_step = self.step
+        self._wrap()
+
+    def _load_weights_and_optimizer(self, weights: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
         if state.get("raw_model") is not None:  # saved with EMA: weights file = EMA, state = raw weights
             self.model.load_state_dict(state["raw_model"])
             if self.cfg.ema_decay is not None:
@@ -301,19 +420,18 @@ class Trainer:
         self.schedule.load_state_dict(state["schedule"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        rngs = state["rng"]
-        if len(rngs) != self.ctx.world_size:
-            message(
-                f"resuming a {len(rngs)}-process run on {self.ctx.world_size}: data order is kept, "
-                "random draws are not bit-identical",
-                self.ctx.is_main,
-            )
-        restore_rng_state(rngs[self.ctx.rank % len(rngs)], {"loss": self.generator})
-        self.step = int(state["step"])
-        self.best = dict(state.get("best") or self.best)
-        self.initialized = True
-        self.last_saved_step = self.step
-        self._wrap()
+
+    def _resumed_best(self, saved: dict[str, Any] | None) -> dict[str, Any]:
+        """The best score to beat after a resume: what checkpoints/best holds on disk, whatever the state says.
+
+        Why: a state written before the last validation (or by an older nightflow) can say ``value = None``,
+        and the next validation would then replace a better ``best`` with a worse one.
+        """
+        metric = (saved or {}).get("metric") or self.best["metric"]
+        on_disk = self.checkpoints.read_best()
+        if on_disk is not None and on_disk.get("metric", metric) == metric:
+            return {"metric": metric, "value": on_disk["value"], "step": on_disk["step"]}
+        return {"metric": metric, "value": None, "step": None}  # no best/ yet: the next validation writes it
 
     # ------------------------------------------------------------------------------------------- validation
     def validate(self) -> dict[str, float] | None:
@@ -358,7 +476,9 @@ class Trainer:
         bar = progress_bar(cfg.max_steps, self.step, main and cfg.progress)
         last: dict[str, float] = {}
         t_log, steps_since_log = time.perf_counter(), 0
+        stop = _StopSignals(announce=main)
         try:
+            stop.__enter__()
             while self.step < cfg.max_steps:
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for batch in self._loader(epoch, offset):
@@ -382,16 +502,23 @@ class Trainer:
                         self.save_checkpoint()
                     for callback in self.callbacks:
                         callback(self, self.step, losses)
+                    self._stop_if_signalled(stop)
                     if self.step >= cfg.max_steps:
                         break
             if self.last_val_step != self.step:
                 self.validate()
+                self.last_saved_step = None  # the state must record this validation's best: save again
             if self.last_saved_step != self.step:
                 self.save_checkpoint()
             sync = self.ctx.max_param_difference(self.model)
             if self.ctx.distributed:
                 self.logger.log("ddp_sync", {"step": self.step, "max_param_diff": sync})
+        except Exception:
+            if stop.signum is not None and not self.ctx.distributed:  # e.g. workers ended by the same Ctrl-C
+                self._stop_if_signalled(stop)
+            raise
         finally:
+            stop.__exit__()
             bar.close()
         elapsed = time.perf_counter() - t_start
         done = self.step - start_step

@@ -47,10 +47,17 @@ def validate(
         item = dataset[i]
         lq = item["lq"].unsqueeze(0).to(device)
         hq = item["hq"].unsqueeze(0).to(device)
+        # the whole image's context, with the model's own exposure estimate (as a user would get it)
+        thumb = item.get("ctx_thumb")
+        make_context = getattr(model, "context", None)  # models without global statistics have none
+        extra = {}
+        if make_context is not None:
+            thumb = None if thumb is None else thumb.unsqueeze(0).to(device)
+            extra["context"] = make_context(lq, thumb=thumb)
         if temperature > 0:
-            out = model.restore(lq, temperature=temperature, generator=generator)
+            out = model.restore(lq, temperature=temperature, generator=generator, **extra)
         else:
-            out = model.restore(lq, temperature=0.0)
+            out = model.restore(lq, temperature=0.0, **extra)
         out = out.float().clamp(0, 1).cpu()
         hq = hq.float().cpu()
         scores["psnr"].append(float(psnr(out, hq)[0]))
