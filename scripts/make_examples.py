@@ -1,4 +1,4 @@
-"""Make the bundled demo inputs in examples/ from *validation* photos (never training ones).
+"""Make the bundled demo inputs in src/nightflow/examples/ from *validation* photos (never training ones).
 
 Each example is a validation photo degraded with the DFSR-LLE preset at ×4 (a dark, noisy, 4× smaller image)
 with a fixed seed and exposure; the clean photo is kept beside it as the reference. Run after `make photos`:
@@ -19,7 +19,7 @@ from nightflow.data.io import read_image, to_tensor, write_image
 
 ROOT = Path(__file__).resolve().parents[1]
 VAL = ROOT / "data" / "photos" / "val"
-OUT = ROOT / "examples"
+OUT = ROOT / "src" / "nightflow" / "examples"  # package data: `nightflow demo` finds them when installed
 PICKS = {"plasma-path": -3.5, "mate-ladybird": -4.0}  # photo → exposure change in EV
 SEED = 2026
 

@@ -36,9 +36,24 @@ def _scores(results: dict, scale: int) -> list[str]:
     return lines
 
 
+def _exposure_line(fit: dict | None) -> str:
+    if not fit:
+        return "trained jointly with the model (squared EV error against the oracle gain, weight 0.1)."
+    return (
+        f"trained jointly, then refitted alone on {fit['scenes']} synthetic scenes of the training photos "
+        f"({fit['steps']} Adam steps, `scripts/fit_exposure_head.py`); on {fit['validation_scenes']} scenes of "
+        f"the validation photos its error went from {fit['before']['median_abs_ev']} to "
+        f"{fit['after']['median_abs_ev']} EV (median |error|), RMS {fit['before']['rms_ev']} → "
+        f"{fit['after']['rms_ev']} EV."
+    )
+
+
 def card(path: Path, results: dict) -> str:
     cfg = load_config(path)
-    facts = json.loads(read_metadata(path).get("nightflow_training", "{}"))
+    meta = read_metadata(path)
+    facts = json.loads(meta.get("nightflow_training", "{}"))
+    fit = json.loads(meta.get("nightflow_exposure_fit", "null"))
+    patch = facts.get("patch_size", "?")
     scores = _scores(results, cfg.scale) or ["- (not in the suite's results)"]
     steps, seconds = facts.get("steps", "?"), facts.get("wall_time_s", 0.0)
     return f"""# {cfg.name}
@@ -49,7 +64,10 @@ def card(path: Path, results: dict) -> str:
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,
   Poisson–Gaussian noise, blur and decimation in linear light) from the {_train_photo_count()} training photos of
   `scripts/photo_split.json` (Debian mate/plasma wallpapers and scikit-image photos, fetched by `make photos`);
-  64 px HR patches, batch 8. Nothing else: these weights have seen a few dozen photos and no real low-light capture.
+  each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`). bf16 autocast on the CPU, flow
+  arithmetic in float32. Nothing else: these weights have seen a few dozen photos and no real low-light capture.
+- Exposure head: {_exposure_line(fit)}
 - Recipe: `{facts.get("recipe", f"nightflow train {cfg.name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val")}`
 - Iterations: {steps} (checkpoint `{facts.get("checkpoint", "?")}`, EMA weights, decay 0.995), wall time
   {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.

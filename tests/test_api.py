@@ -10,14 +10,7 @@ from PIL import Image
 from nightflow.api import Model, image_to_tensor
 from standin_restorer import StandInRestorer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP spin-waits when the CPU is oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

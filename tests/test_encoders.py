@@ -147,7 +147,7 @@ def test_presets_round_trip_through_plain_dicts():
 
 
 def test_build_encoder_is_strict():
-    assert set(ENCODERS) == {"mpct", "rrdb"}
+    assert set(ENCODERS) == {"mpct", "msformer", "rrdb"}
     enc = build_encoder("rrdb", {"nf": 8, "nb": 2, "gc": 4, "stack_blocks": [1]}, 2, 3)
     assert isinstance(enc, RRDBEncoder) and enc.out_channels == [16, 16, 16]
     assert isinstance(build_encoder("mpct", MPCTConfig.tiny(), 4, 3), MPCTEncoder)

@@ -230,3 +230,26 @@ def test_cli_process_reports_a_bad_path_without_traceback(tmp_path):
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "is not a folder" in proc.stderr
+
+
+def test_eval_refuses_tiles_below_the_models_need_and_exposure_on_a_model_without_control(
+    pairs, checkpoint, capsys
+):
+    assert _eval("--model", str(checkpoint), "--data", str(pairs), "--scale", "2", "--tile", "4") == 2
+    assert "too small" in capsys.readouterr().err
+    argv = ["--model", "baseline:gamma+bicubic", "--data", str(pairs), "--scale", "2", "--exposure", "1"]
+    assert _eval(*argv) == 2
+    assert "no exposure control" in capsys.readouterr().err
+
+
+def test_eval_oracle_exposure_baseline_matches_the_targets_brightness(pairs, tmp_path):
+    js = tmp_path / "oracle.json"
+    argv = ["--model", "baseline:oracle+bicubic", "--data", str(pairs), "--scale", "2"]
+    assert _eval(*argv, "--metrics", "psnr,ev_error", "--json", str(js)) == 0
+    oracle = json.loads(js.read_text())["mean"]
+    js2 = tmp_path / "plain.json"
+    assert (
+        _eval(*argv[:1], "baseline:bicubic", *argv[2:], "--metrics", "psnr,ev_error", "--json", str(js2)) == 0
+    )
+    plain = json.loads(js2.read_text())["mean"]
+    assert oracle["ev_error"] < 0.1 < plain["ev_error"] and oracle["psnr"] > plain["psnr"] + 3

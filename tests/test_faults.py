@@ -39,14 +39,7 @@ from nightflow.train.logging import read_log
 from nightflow.train.trainer import Trainer, TrainingInterrupted
 from standin_restorer import StandInRestorer
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors on a shared CPU: one thread is as fast and does not fight the other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------------------------------------- helpers

@@ -11,14 +11,7 @@ from nightflow import inference
 from nightflow.errors import UserError
 from standin_restorer import StandInRestorer
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and immune to OpenMP spin-waits when the CPU is oversubscribed."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize(

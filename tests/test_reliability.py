@@ -27,13 +27,7 @@ from nightflow.train.checkpoint import CheckpointManager, load_state
 from standin_restorer import StandInRestorer
 from test_faults import install_fake_load, one_line_error, tiny_train_cfg, tiny_trainer, write_png
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -13,6 +13,13 @@ import sys
 from . import __version__
 from .errors import UserError
 
+# Printed under every --help: scripts rely on these.
+EXIT_CODES = """exit codes:
+  0    success
+  2    user error: a bad argument, input, setting, model name or output (one line on stderr)
+  1    internal error: a bug in nightflow (a traceback; please report it)
+  130  interrupted (Ctrl-C); 143 terminated (SIGTERM); 128 + N for signal N"""
+
 # subcommand name -> module in nightflow.commands exposing add_arguments(parser) and run(args) -> int
 SUBCOMMANDS: dict[str, str] = {}
 
@@ -34,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nightflow",
         description="Restore photos taken in the dark with conditional normalizing flows "
         "(brighten, denoise, upscale x2/x4, deblur; sample and show uncertainty).",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"nightflow {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -44,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=doc[0] if doc else None,
             description=(module.__doc__ or "").strip(),
+            epilog=EXIT_CODES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(p)

@@ -1,12 +1,15 @@
-"""`make demo`: brighten and upscale the bundled dark sample photos (×2 and ×4) with the bundled weights.
+"""`nightflow demo` / `python -m nightflow.demo` / `make demo`: brighten and upscale the bundled dark sample
+photos (×2 and ×4) with the bundled weights.
 
-Writes each restoration and a before/after figure to demo_out/ (the demo's own folder, refreshed on every run)
-and prints where they are. The samples in examples/ were made from held-out validation photos
-(scripts/make_examples.py), never from training photos.
+Writes each restoration and a before/after figure to demo_out/ in the current folder (the demo's own folder,
+refreshed on every run; ``--out`` picks another) and prints where they are. The samples ship inside the package
+(``nightflow/examples/``, so an installed nightflow finds them from anywhere); they were made from held-out
+validation photos (scripts/make_examples.py), never from training photos.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,10 +21,22 @@ import nightflow
 from nightflow.data.io import read_image, write_image
 from nightflow.metrics import psnr
 
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLES = ROOT / "examples"
-OUT = ROOT / "demo_out"
+EXAMPLES = Path(__file__).resolve().parent / "examples"  # package data
+OUT = Path("demo_out")
 MODELS = ("lolisrflow-x2", "lolisrflow-x4")
+
+
+def samples() -> list[Path]:
+    """The bundled dark sample photos (``*_dark.png``; a ``*_reference.png`` beside each is its target)."""
+    return sorted(EXAMPLES.glob("*_dark.png"))
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the current folder when it lies below it (shorter lines), else as it is."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _panel(img: np.ndarray, size: tuple[int, int], label: str) -> Image.Image:
@@ -43,12 +58,19 @@ def _figure(rows: list[list[Image.Image]]) -> Image.Image:
     return fig
 
 
-def main() -> int:
-    darks = sorted(EXAMPLES.glob("*_dark.png"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m nightflow.demo", description=__doc__.splitlines()[0])
+    parser.add_argument("-o", "--out", type=Path, default=OUT, help="output folder (default demo_out/)")
+    return run_demo(parser.parse_args(argv).out)
+
+
+def run_demo(out: Path = OUT) -> int:
+    """Restore every bundled sample with each of MODELS into ``out``; 2 when no samples are installed."""
+    darks = samples()
     if not darks:
         print(f"no demo samples in {EXAMPLES}", file=sys.stderr)
         return 2
-    OUT.mkdir(exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     models = {name: nightflow.load(name, device="auto") for name in MODELS}
     rows = []
     for dark_path in darks:
@@ -60,24 +82,24 @@ def main() -> int:
         row = [_panel(dark, size, "input (dark, 1/4 size)")]
         for name, model in models.items():
             start = time.perf_counter()
-            out = model.restore(dark)
+            restored = model.restore(dark)
             seconds = time.perf_counter() - start
-            path = write_image(OUT / f"{stem}_x{model.scale}.png", out, overwrite=True)
+            path = write_image(out / f"{stem}_x{model.scale}.png", restored, overwrite=True)
             note = ""
             if ref is not None and model.scale == 4:
-                score = float(psnr(out.astype(np.float32) / 255, ref.astype(np.float32) / 255).mean())
+                score = float(psnr(restored.astype(np.float32) / 255, ref.astype(np.float32) / 255).mean())
                 note = f", PSNR {score:.2f} dB vs reference"
             print(
-                f"{dark_path.name} → {path.relative_to(ROOT)} ({out.shape[1]}×{out.shape[0]}, {seconds:.1f} s{note})"
+                f"{dark_path.name} → {_shown(path)} ({restored.shape[1]}×{restored.shape[0]}, {seconds:.1f} s{note})"
             )
-            row.append(_panel(out, size, f"{name}"))
+            row.append(_panel(restored, size, f"{name}"))
         if ref is not None:
             row.append(_panel(ref, size, "reference (normal light)"))
         rows.append(row)
-    fig_path = OUT / "before_after.png"
+    fig_path = out / "before_after.png"
     write_image(fig_path, np.asarray(_figure(rows)), overwrite=True)
-    print(f"\nbefore/after figure: {fig_path.relative_to(ROOT)}")
-    print(f"try it on your photos: .venv/bin/nightflow enhance PHOTO.jpg --model {MODELS[0]} -o out/")
+    print(f"\nbefore/after figure: {_shown(fig_path)}")
+    print(f"try it on your photos: nightflow enhance PHOTO.jpg --model {MODELS[0]} -o PHOTO_x2.png")
     return 0
 
 

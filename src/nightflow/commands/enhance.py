@@ -2,14 +2,19 @@
 
 Inputs may be files, folders (--recursive for their subfolders) or glob patterns. Outputs are PNGs named
 <stem>_x<S>.png (samples <stem>_x<S>_s00.png ..., spread heat-map <stem>_x<S>_uncertainty.png), written next to
-each input in a nightflow_out/ folder unless -o is given (subfolders are mirrored under -o). Inputs are never
-overwritten. Every output records what made it (input and weights hashes, model, temperature, seed, samples,
+each input in a nightflow_out/ folder unless -o is given (subfolders are mirrored under -o DIR). With one input,
+-o FILE.png|.tif|.jpg writes that file (samples FILE_s00.png ..., FILE_uncertainty.png beside it); its extension
+picks the format, 16-bit is kept in PNG and TIFF (JPEG is 8-bit). A name ending in / is always a folder. Inputs
+are never overwritten. Every output records what made it (input and weights hashes, model, temperature, seed, samples,
 exposure): an existing output made the same way is kept, one made from another input or with other settings is
 refused (exit 2) unless --overwrite. 8-bit inputs give 8-bit outputs, 16-bit (and float TIFF) inputs 16-bit
 outputs; grey inputs give grey outputs. Images above --max-pixels are refused before they are decoded.
 
 examples:
   nightflow enhance dark.jpg                          # -> nightflow_out/dark_x2.png
+  nightflow enhance dark.jpg -o bright.tif            # -> bright.tif (16-bit if dark.jpg was)
+  nightflow enhance shots/ -o out --quiet --json      # scripts: a JSON summary on stdout, nothing else
+  nightflow enhance dark.jpg --backend onnx --model x2.onnx -o out.png   # onnxruntime (nightflow export)
   nightflow enhance photos/ -o out --model run/best.safetensors
   nightflow enhance 'shots/*.png' --samples 4 --temperature 0.8 --uncertainty --seed 1
   nightflow enhance big.tif --tile 256 --device cuda
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -65,9 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "-o",
         "--out",
-        type=Path,
         default=None,
-        help=f"output folder (default: {OUT_FOLDER}/ next to each input)",
+        metavar="FILE|DIR",
+        help=f"output file (one input; .png, .tif or .jpg) or folder (default: {OUT_FOLDER}/ next to each input)",
     )
     add(
         "--model",
@@ -126,6 +132,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tile overlap (default: tile/8, >= 16)",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
+    add(
+        "--backend",
+        choices=("torch", "onnx"),
+        default="torch",
+        help="torch (default) or onnx: onnxruntime on the CPU, with --model FILE.onnx (nightflow export) or a "
+        "model exported on first use into the cache (needs pip install 'nightflow[onnx]')",
+    )
     add("--seed", type=int, default=0, metavar="S", help="seed for samples, 0..2**64-1 (default 0)")
     add(
         "--max-pixels",
@@ -137,6 +150,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("-r", "--recursive", action="store_true", help="also enhance images in subfolders of folder inputs")
     add("--overwrite", action="store_true", help="replace existing outputs")
+    add("-q", "--quiet", action="store_true", help="print nothing but errors (no progress, notes or summary)")
+    add(
+        "--json",
+        action="store_true",
+        help="print a JSON summary of what was written, kept, refused and failed on stdout (the summary "
+        "line goes to stderr)",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- -o
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where -o points: a folder (``folder``, None = nightflow_out/ next to each input) or one file."""
+
+    folder: Path | None = None
+    file: Path | None = None
+
+
+def output_target(text: str | Path | None) -> Target:
+    """-o as a folder or a file: a name ending in a separator or an existing folder is a folder; a name with a
+    writable image extension is a file; any other extension is refused (it could be neither)."""
+    from ..data.io import WRITE_EXTENSIONS
+    from ..errors import UserError
+
+    if text is None:
+        return Target()
+    raw = str(text)
+    path = Path(raw)
+    if raw.endswith(("/", os.sep)) or path.is_dir():
+        return Target(folder=path)
+    suffix = path.suffix.lower()
+    if suffix in WRITE_EXTENSIONS:
+        return Target(file=path)
+    if path.exists():
+        raise UserError(f"-o {path} is a file; give a folder for the outputs, or a .png/.tif/.jpg file name")
+    if suffix:
+        raise UserError(
+            f"-o {path}: nightflow cannot write '{path.suffix}' files; use .png, .tif or .jpg (or end the "
+            "name with / for a folder)"
+        )
+    return Target(folder=path)
+
+
+def file_job(source: Source, target: Path, args: argparse.Namespace) -> Job:
+    """The outputs of -o FILE: the file itself, samples and heat-maps beside it in the same format (the raw
+    16-bit spread as PNG when the format is JPEG)."""
+    base, ext = target.with_suffix(""), target.suffix
+    digits = max(2, len(str(max(0, args.samples - 1))))
+    job = Job(src=source.path, main=target)
+    job.samples = [base.with_name(f"{base.name}_s{i:0{digits}d}{ext}") for i in range(args.samples)]
+    if args.uncertainty:
+        job.heat = base.with_name(f"{base.name}_uncertainty{ext}")
+        if args.uncertainty_raw:
+            raw_ext = ext if ext.lower() in (".png", ".tif", ".tiff") else ".png"
+            job.raw = base.with_name(f"{base.name}_uncertainty16{raw_ext}")
+    return job
 
 
 # ---------------------------------------------------------------------------------------------------- planning
@@ -180,7 +251,7 @@ def _subfolders(folder: Path, out_dir: Path | None) -> list[Path]:
     ]
 
 
-def _folder_sources(folder: Path, recursive: bool, out_dir: Path | None) -> list[Source]:
+def _folder_sources(folder: Path, recursive: bool, out_dir: Path | None, quiet: bool = False) -> list[Source]:
     from ..data.io import list_images
     from ..errors import UserError
 
@@ -195,7 +266,7 @@ def _folder_sources(folder: Path, recursive: bool, out_dir: Path | None) -> list
     ]
     if not found:
         raise UserError(f"no images in folder {folder} besides nightflow's own outputs{hint}")
-    if subs:
+    if subs and not quiet:
         print(
             f"nightflow enhance: note: {folder} has {len(subs)} subfolder(s) that were not searched; "
             "add --recursive to include them",
@@ -204,7 +275,9 @@ def _folder_sources(folder: Path, recursive: bool, out_dir: Path | None) -> list
     return found
 
 
-def expand_inputs(patterns: list[str], recursive: bool = False, out_dir: Path | None = None) -> list[Source]:
+def expand_inputs(
+    patterns: list[str], recursive: bool = False, out_dir: Path | None = None, quiet: bool = False
+) -> list[Source]:
     """Files, folders and globs → unique image sources in the order given (a pattern matching nothing is a
     UserError from ``list_images``); folders list their subfolders only with ``recursive``, and say so."""
     from ..data.io import list_images
@@ -212,7 +285,7 @@ def expand_inputs(patterns: list[str], recursive: bool = False, out_dir: Path | 
     seen: dict[Path, Source] = {}
     for pattern in patterns:
         if Path(pattern).is_dir():
-            sources = _folder_sources(Path(pattern), recursive, out_dir)
+            sources = _folder_sources(Path(pattern), recursive, out_dir, quiet)
         else:
             sources = [Source(Path(p)) for p in list_images(pattern)]
         for source in sources:
@@ -227,10 +300,30 @@ def output_folder(source: Source, out_dir: Path | None) -> Path:
     return out_dir / source.rel
 
 
-def plan_jobs(inputs: list[Source], out_dir: Path | None, scale: int, args: argparse.Namespace) -> list[Job]:
-    """Output names per input; two inputs never share an output and no output is ever an input."""
+def plan_jobs(
+    inputs: list[Source],
+    out_dir: Path | None,
+    scale: int,
+    args: argparse.Namespace,
+    out_file: Path | None = None,
+) -> list[Job]:
+    """Output names per input (``out_file``: the one input's -o FILE); two inputs never share an output and no
+    output is ever an input."""
     from ..errors import UserError
 
+    if out_file is not None:
+        if len(inputs) != 1:
+            raise UserError(
+                f"-o {out_file} names one file but {len(inputs)} images were given; use -o FOLDER for several"
+            )
+        job = file_job(inputs[0], out_file, args)
+        resolved = {inputs[0].path.resolve()}
+        for out in job.outputs():
+            if out.resolve() in resolved:
+                raise UserError(
+                    f"-o {out} is a file that is also the input; inputs are never overwritten: choose another name"
+                )
+        return [job]
     stems: dict[tuple[Path, str], int] = {}
     for source in inputs:
         key = (output_folder(source, out_dir).resolve(), source.path.stem)
@@ -280,10 +373,11 @@ class Settings:
     samples: int
     heat_samples: int
     exposure: float
+    backend: str = "torch"
 
 
 # Keys of a record that must match for an existing output to count as done, per kind of output.
-_COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index")
+_COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index", "backend")
 COMPARED: dict[str, tuple[str, ...]] = {
     "main": (*_COMMON, "temperature", "seed"),
     "sample": (*_COMMON, "temperature", "seed"),
@@ -305,6 +399,7 @@ def job_settings(model: Any, args: argparse.Namespace, weights_sha256: str | Non
         samples=int(args.samples),
         heat_samples=int(n),
         exposure=float(getattr(args, "exposure", 0.0) or 0.0),
+        backend=str(getattr(args, "backend", "torch") or "torch"),
     )
 
 
@@ -328,6 +423,7 @@ def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path
             "samples": settings.samples,
             "heat_samples": settings.heat_samples if role.startswith("uncertainty") else None,
             "exposure": settings.exposure,
+            "backend": None if settings.backend == "torch" else settings.backend,  # torch: as older records
         }
 
     records = {job.main: record("main", None, settings.main_temperature)}
@@ -342,9 +438,9 @@ def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path
 
 def read_record(path: Path) -> dict[str, Any] | None:
     """The record stored in an existing output, None when it has none (written by another tool or version)."""
-    from ..data.io import read_png_text
+    from ..data.io import read_image_text
 
-    text = read_png_text(path).get(RECORD_KEY)
+    text = read_image_text(path).get(RECORD_KEY)
     try:
         record = json.loads(text) if text else None
     except ValueError:
@@ -427,7 +523,7 @@ def _announce(job: Job, x, model, args: argparse.Namespace) -> float | None:
     from .. import inference
 
     h, w = x.shape[-2:]
-    if h * w < ANNOUNCE_PIXELS:
+    if h * w < ANNOUNCE_PIXELS or getattr(args, "quiet", False):
         return None
     s, multiple = model.scale, int(getattr(model.restorer, "pad_multiple", 1))
     hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
@@ -471,10 +567,12 @@ def process(
 
     def save(path: Path, arr) -> None:
         text = {RECORD_KEY: json.dumps(records[path])} if path in records else None
-        write_image(path, arr, overwrite=True, text=text)  # run() decided which existing files to redo
+        depth = 8 if path.suffix.lower() in (".jpg", ".jpeg") else None  # JPEG holds 8 bits only
+        write_image(path, arr, overwrite=True, text=text, bit_depth=depth)  # run() chose what to redo
         written.append(path)
 
-    common = dict(tile=args.tile, overlap=args.overlap, progress=True, exposure=args.exposure)
+    quiet = getattr(args, "quiet", False)
+    common = dict(tile=args.tile, overlap=args.overlap, progress=not quiet, exposure=args.exposure)
     if job.main in wanted:
         main_t = args.temperature or 0.0
         gen = torch.Generator().manual_seed(args.seed)
@@ -515,13 +613,14 @@ def _is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def run_one(job: Job, model, args: argparse.Namespace, status: Status, records: dict) -> int:
-    """``process`` with per-image faults (I/O, memory) turned into one-line ``UserError``s naming the image."""
+def run_one(job: Job, model, args: argparse.Namespace, status: Status, records: dict) -> list[Path]:
+    """``process`` with per-image faults (I/O, memory) turned into one-line ``UserError``s naming the image;
+    returns the files written."""
     from ..data.io import output_reason
     from ..errors import OutputError, ResourceLimitError, UserError
 
     try:
-        return len(process(job, model, args, status.todo, records))
+        return process(job, model, args, status.todo, records)
     except UserError:
         raise
     except OSError as exc:
@@ -545,8 +644,7 @@ def check_settings(args: argparse.Namespace) -> None:
         check_temperature(args.temperature, "--temperature")
     check_seed(args.seed, "--seed")
     check_exposure(args.exposure)
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise UserError(f"-o {args.out} is a file; give a folder for the outputs")
+    output_target(args.out)  # -o FILE with an extension we cannot write is refused here
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -573,13 +671,48 @@ def _summary(written: int, done: int, kept: int, refused: int) -> str:
     return ", ".join(parts)
 
 
-def _note_unrecorded(paths: list[Path]) -> None:
-    for path in paths:
+def _note_unrecorded(paths: list[Path], quiet: bool = False) -> None:
+    for path in [] if quiet else paths:
         print(
             f"nightflow enhance: note: kept {path}: it has no nightflow record (another tool or an older "
             "nightflow made it), so it cannot be checked; --overwrite redoes it",
             file=sys.stderr,
         )
+
+
+@dataclass
+class Outcome:
+    """What happened to one input, for --json: written, kept (already done), refused or failed."""
+
+    input: Path
+    outputs: list[Path]
+    status: str = "failed"
+    written: list[Path] = field(default_factory=list)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": str(self.input),
+            "status": self.status,
+            "outputs": [str(p) for p in self.outputs],
+            "written": [str(p) for p in self.written],
+            "error": self.error,
+        }
+
+
+def json_summary(model, outcomes: list[Outcome]) -> str:
+    """The --json document: the model, then one entry per input, then counts."""
+    counts = {k: sum(o.status == k for o in outcomes) for k in ("written", "kept", "refused", "failed")}
+    doc = {
+        "command": "enhance",
+        "ok": counts["refused"] + counts["failed"] == 0,
+        "model": model.info.get("name") or model.info.get("path"),
+        "scale": int(model.scale),
+        "images": [o.as_dict() for o in outcomes],
+        "files_written": sum(len(o.written) for o in outcomes),
+        **counts,
+    }
+    return json.dumps(doc, indent=2)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -595,33 +728,50 @@ def run(args: argparse.Namespace) -> int:
     from ..data.io import ImageReadError, check_writable_folder, file_sha256
     from ..errors import StaleOutputError, UserError
 
+    quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
     check_settings(args)
-    inputs = expand_inputs(args.inputs, args.recursive, args.out)
-    for folder in dict.fromkeys(output_folder(s, args.out) for s in inputs):
+    target = output_target(args.out)
+    inputs = expand_inputs(args.inputs, args.recursive, target.folder, quiet)
+    if target.file is not None:
+        plan_jobs(inputs, None, 1, args, target.file)  # one input, not itself: refused before loading
+        folders = [target.file.parent]
+    else:
+        folders = list(dict.fromkeys(output_folder(s, target.folder) for s in inputs))
+    for folder in folders:
         check_writable_folder(folder)  # before any model work: an unwritable -o fails in seconds, not hours
-    model = nightflow.load(args.model, device=args.device)
+    if getattr(args, "backend", "torch") == "onnx":
+        from ..onnx_backend import load_onnx
+
+        model = load_onnx(args.model, device=args.device)
+    else:
+        model = nightflow.load(args.model, device=args.device)
     if args.scale is not None and model.scale != args.scale:
         raise UserError(
             f"model '{args.model}' upscales x{model.scale} but --scale {args.scale} was asked; "
             f"pick a x{args.scale} model or drop --scale"
         )
     check_tile(args.tile, model.restorer, "--tile")
-    jobs = plan_jobs(inputs, args.out, model.scale, args)
+    jobs = plan_jobs(inputs, target.folder, model.scale, args, target.file)
     settings = job_settings(model, args, _weights_hash(model))
     failures: list[str] = []
+    outcomes: list[Outcome] = []
     written = done = kept = refused = 0
 
     def fail(job: Job, exc: UserError) -> None:
-        if len(jobs) == 1:
+        if len(jobs) == 1 and not as_json:
             raise exc
         failures.append(str(exc) if str(job.src) in str(exc) else f"{job.src}: {exc}")
-        tqdm.write(f"nightflow enhance: error: {failures[-1]}", file=sys.stderr)  # a line of its own
+        outcomes[-1].error = failures[-1]
+        if len(jobs) > 1:
+            tqdm.write(f"nightflow enhance: error: {failures[-1]}", file=sys.stderr)  # a line of its own
 
     with warnings.catch_warnings():
-        warnings.simplefilter("once")
+        warnings.simplefilter("ignore" if quiet else "once")
         warnings.showwarning = _show_warning
-        bar = tqdm(jobs, desc="enhance", unit="img", disable=len(jobs) < 2)
+        bar = tqdm(jobs, desc="enhance", unit="img", disable=len(jobs) < 2 or quiet)
         for job in bar:
+            outcome = Outcome(job.src, job.outputs())
+            outcomes.append(outcome)
             try:
                 try:
                     digest = file_sha256(job.src)
@@ -631,15 +781,28 @@ def run(args: argparse.Namespace) -> int:
                 status = job_status(job, records, args.overwrite)
                 if status.refused is not None:
                     refused += 1
+                    outcome.status = "refused"
                     raise StaleOutputError(status.refused)
-                _note_unrecorded(status.unrecorded)
+                _note_unrecorded(status.unrecorded, quiet)
                 kept += not status.todo
+                outcome.status = "kept"
                 if status.todo:
-                    written += run_one(job, model, args, status, records)
+                    outcome.status = "failed"
+                    outcome.written = run_one(job, model, args, status, records)
+                    outcome.status = "written"
+                    written += len(outcome.written)
                     done += 1
             except UserError as exc:  # unreadable image, full disk, stale output...: report, go on
                 fail(job, exc)
-    print(_summary(written, done, kept, refused))
+    line = _summary(written, done, kept, refused)
+    if as_json:
+        print(json_summary(model, outcomes))
+        if not quiet:
+            print(line, file=sys.stderr)
+    elif not quiet:
+        print(line)
     if failures:
+        if len(jobs) == 1:
+            raise UserError(failures[0])
         raise UserError(f"{len(failures)} of {len(jobs)} images failed (see above)")
     return 0

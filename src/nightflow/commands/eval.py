@@ -179,6 +179,10 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     model = resolve_model(args.model, args.scale, device)
+    if not model.is_baseline:  # baselines are never tiled
+        from ..api import check_tile
+
+        check_tile(args.tile, model.restorer, "--tile")
     cfg = _data_config(args, model.scale)
     dataset = build_dataset(cfg, train=False)
     records = getattr(dataset, "records", [])

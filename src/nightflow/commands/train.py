@@ -1,7 +1,8 @@
 """Train a model from a YAML recipe (single process, or many with torchrun).
 
 A run directory gets config.yaml (the resolved recipe), log.csv / log.jsonl / val.csv,
-checkpoints/step_XXXXXXX/ (model.safetensors loadable by `nightflow enhance --model`, state.pt for resuming),
+checkpoints/step_XXXXXXX/ (model.safetensors loadable by `nightflow enhance --model`, state.json +
+state.safetensors for resuming: no pickle),
 checkpoints/best/ and samples/.
 
 examples:

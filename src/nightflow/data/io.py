@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import io
+import json
 import os
 import re
 import struct
@@ -575,19 +576,54 @@ def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:
         return out
 
 
-def _encode(a: np.ndarray, ext: str, jpeg_quality: int) -> bytes:
+def _encode(a: np.ndarray, ext: str, jpeg_quality: int, text: dict[str, str] | None = None) -> bytes:
+    """Encoded file bytes; ``text`` goes into PNG tEXt chunks, the TIFF ImageDescription or a JPEG comment."""
     if ext == ".png":
         bgr = a[:, :, ::-1] if a.ndim == 3 else a
         ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
         if not ok:
             raise OSError("PNG encoder failed")
-        return buf.tobytes()
+        return _with_png_text(buf.tobytes(), text) if text else buf.tobytes()
     bio = io.BytesIO()
+    note = _TEXT_MAGIC + json.dumps(text) if text else None
     if ext in (".tif", ".tiff"):
-        tifffile.imwrite(bio, a, photometric="rgb" if a.ndim == 3 else "minisblack")
+        extra = {"description": note, "metadata": None} if note else {}
+        tifffile.imwrite(bio, a, photometric="rgb" if a.ndim == 3 else "minisblack", **extra)
     else:
-        Image.fromarray(a).save(bio, format="JPEG", quality=jpeg_quality, subsampling=0)
+        extra = {"comment": note.encode("utf-8")} if note else {}
+        Image.fromarray(a).save(bio, format="JPEG", quality=jpeg_quality, subsampling=0, **extra)
     return bio.getvalue()
+
+
+# TIFF descriptions and JPEG comments holding nightflow's text record start with this, then JSON of the dict
+_TEXT_MAGIC = "nightflow-text:"
+
+
+def read_image_text(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text record ``write_image(text=)`` stored: PNG tEXt, TIFF ImageDescription or JPEG comment ({} when
+    there is none or the file cannot be read), so outputs in every written format can be checked."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext == ".png":
+        return read_png_text(p)
+    note = ""
+    try:
+        if ext in (".tif", ".tiff"):
+            with tifffile.TiffFile(p) as tif:
+                note = tif.pages[0].description or ""
+        elif ext in (".jpg", ".jpeg"):
+            with Image.open(p) as im:
+                raw = im.info.get("comment", b"")
+                note = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    except Exception:  # unreadable or not ours: no record
+        return {}
+    if not note.startswith(_TEXT_MAGIC):
+        return {}
+    try:
+        data = json.loads(note[len(_TEXT_MAGIC) :])
+    except ValueError:
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
 def write_image(
@@ -603,8 +639,8 @@ def write_image(
 
     ``img``: H×W×3 / H×W numpy (uint8, uint16, or float in [0, 1]) or a 3×H×W float tensor. ``bit_depth``:
     8 or 16 (PNG/TIFF; JPEG is 8 only) or 32 (float32 TIFF); default: 16 for uint16, else 8. An existing file
-    is kept (``UserError``) unless ``overwrite``. ``text``: PNG tEXt chunks (``read_png_text`` reads them).
-    A write that fails (full disk, read-only or unwritable folder) raises a one-line ``OutputError`` and leaves
+    is kept (``UserError``) unless ``overwrite``. ``text``: a record kept in the file (PNG tEXt, TIFF
+    description or JPEG comment; ``read_image_text`` reads it back). A write that fails (full disk, read-only or unwritable folder) raises a one-line ``OutputError`` and leaves
     nothing behind.
     """
     p = Path(path)
@@ -621,9 +657,7 @@ def write_image(
         raise UserError(f"cannot write {p}: JPEG is 8-bit only; use .png or .tif for {depth}-bit")
     if depth == 32 and ext not in (".tif", ".tiff"):
         raise UserError(f"cannot write {p}: 32-bit float needs .tif; use bit_depth 8 or 16 for {ext}")
-    data = _encode(np.ascontiguousarray(_convert_depth(a, depth)), ext, jpeg_quality)
-    if text and ext == ".png":
-        data = _with_png_text(data, text)
+    data = _encode(np.ascontiguousarray(_convert_depth(a, depth)), ext, jpeg_quality, text)
     try:
         with atomic_path(p) as tmp:
             _write_file(tmp, data)

@@ -14,10 +14,12 @@ from ..config import from_dict
 from ..errors import ConfigError
 from .base import Encoder, EncoderOutput
 from .mpct import MPCTConfig, MPCTEncoder
+from .msformer import MSFormerConfig, MSFormerEncoder
 from .rrdb import RRDBConfig, RRDBEncoder
 
 ENCODERS: dict[str, tuple[type[Encoder], type]] = {
     "mpct": (MPCTEncoder, MPCTConfig),
+    "msformer": (MSFormerEncoder, MSFormerConfig),
     "rrdb": (RRDBEncoder, RRDBConfig),
 }
 
@@ -27,6 +29,8 @@ __all__ = [
     "EncoderOutput",
     "MPCTConfig",
     "MPCTEncoder",
+    "MSFormerConfig",
+    "MSFormerEncoder",
     "RRDBConfig",
     "RRDBEncoder",
     "build_encoder",

@@ -8,6 +8,8 @@ offered:
   whole image, see ``nightflow.context``).
 - ``WindowAttention``: ordinary self-attention inside non-overlapping ws×ws windows; the image is padded to a
   multiple of ws inside and padded pixels are masked out as keys, so results do not depend on the padding.
+  Its guided form (``guide_channels > 0``, UPT-Flow's local branch) takes queries and keys from a guide map
+  and values from the features.
 Both derive q, k, v with a 1×1 conv followed by a depthwise 3×3 conv, which also gives the window attention a
 sense of position inside its window.
 """
@@ -27,16 +29,17 @@ AttentionKind = Literal["channel", "window"]
 
 
 class _QKV(nn.Module):
-    """1×1 conv to 3·C then depthwise 3×3: local context in q, k, v."""
+    """1×1 conv to parts·C then depthwise 3×3: local context in q, k, v (``parts`` of them, from ``in_dim``
+    input channels; the guided window attention takes q, k from its guide and v from the features)."""
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, parts: int = 3, in_dim: int | None = None) -> None:
         super().__init__()
-        self.point = nn.Conv2d(dim, 3 * dim, 1, bias=False)
-        self.depth = nn.Conv2d(3 * dim, 3 * dim, 3, padding=1, groups=3 * dim, bias=False)
+        self.parts = parts
+        self.point = nn.Conv2d(dim if in_dim is None else in_dim, parts * dim, 1, bias=False)
+        self.depth = nn.Conv2d(parts * dim, parts * dim, 3, padding=1, groups=parts * dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        q, k, v = self.depth(self.point(x)).chunk(3, dim=1)
-        return q, k, v
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.depth(self.point(x)).chunk(self.parts, dim=1)
 
 
 class ChannelAttention(nn.Module):
@@ -65,9 +68,16 @@ class ChannelAttention(nn.Module):
 
 
 class WindowAttention(nn.Module):
-    """Multi-head self-attention inside ws×ws windows, with internal padding and masking of padded keys."""
+    """Multi-head self-attention inside ws×ws windows, with internal padding and masking of padded keys.
 
-    def __init__(self, dim: int, heads: int, window: int) -> None:
+    Guided variant (``guide_channels > 0``, UPT-Flow's local branch): queries and keys come from a guide map
+    (N×guide_channels×H×W, e.g. an embedded unbalanced-point map resampled to this level), values from the
+    features, so *which* pixels a pixel gathers from is decided by the guide. The same code path otherwise:
+    with the guide equal to the features and the q/k/v weights split accordingly it *is* plain window
+    attention; with an all-zero guide every window averages its (real) values uniformly.
+    """
+
+    def __init__(self, dim: int, heads: int, window: int, guide_channels: int = 0) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"window attention: dim {dim} is not divisible by heads {heads}")
@@ -75,7 +85,12 @@ class WindowAttention(nn.Module):
             raise ValueError(f"window attention: window must be >= 1, got {window}")
         self.heads = heads
         self.window = window
-        self.qkv = _QKV(dim)
+        self.guide_channels = guide_channels
+        if guide_channels > 0:
+            self.qk = _QKV(dim, parts=2, in_dim=guide_channels)
+            self.v = _QKV(dim, parts=1)
+        else:
+            self.qkv = _QKV(dim)
         self.proj = nn.Conv2d(dim, dim, 1, bias=False)
 
     def _to_windows(self, t: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
@@ -95,12 +110,24 @@ class WindowAttention(nn.Module):
         valid = valid.reshape(gh, ws, gw, ws).permute(0, 2, 1, 3).reshape(gh * gw, 1, 1, ws * ws)
         return (valid > 0.5).repeat(n, 1, 1, 1)
 
-    def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
-        """``store`` is accepted for a common signature: window attention is local and records nothing."""
+    def forward(
+        self, x: torch.Tensor, store: AttentionStore | None = None, guide: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``store`` is accepted for a common signature: window attention is local and records nothing.
+        ``guide`` (same H×W as ``x``) is required exactly when the layer was built with guide channels."""
         n, c, h, w = x.shape
         ws = self.window
         pad_h, pad_w = (-h) % ws, (-w) % ws
-        q, k, v = (self._to_windows(t, pad_h, pad_w) for t in self.qkv(x))
+        if self.guide_channels > 0:
+            if guide is None or guide.shape[-2:] != x.shape[-2:]:
+                got = None if guide is None else tuple(guide.shape)
+                raise ValueError(f"guided window attention needs a guide of size {h}×{w}, got {got}")
+            qkv = (*self.qk(guide), *self.v(x))
+        elif guide is not None:
+            raise ValueError("this window attention was built without guide channels; pass no guide")
+        else:
+            qkv = self.qkv(x)
+        q, k, v = (self._to_windows(t, pad_h, pad_w) for t in qkv)
         mask = self._key_mask(n, h, w, pad_h, pad_w, x.device) if pad_h or pad_w else None
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         gh, gw = (h + pad_h) // ws, (w + pad_w) // ws

@@ -20,6 +20,18 @@ _HIST_LO, _HIST_HI, _HIST_BINS = -16.0, 0.0, 16
 _QUANTILES = (0.1, 0.5, 0.9, 0.99)
 
 
+def quantiles(x: Tensor, qs: tuple[float, ...]) -> Tensor:
+    """``torch.quantile(x, qs, dim=1).t()`` (linear interpolation) for finite N×P ``x``, as sort + gather + the
+    same two-sided lerp: bit-identical to it (tested), and it exports to ONNX, which ``aten::quantile`` does not."""
+    values = x.sort(dim=1).values
+    ranks = torch.tensor(qs, dtype=x.dtype, device=x.device) * (x.shape[1] - 1)
+    below = ranks.floor()
+    weight = ranks - below
+    lo = values.index_select(1, below.long())
+    hi = values.index_select(1, ranks.ceil().long())
+    return torch.where(weight < 0.5, lo + weight * (hi - lo), hi - (hi - lo) * (1 - weight))
+
+
 def exposure_features(thumb: Tensor) -> tuple[Tensor, Tensor]:
     """(features N×F, log2 mean linear luminance N) of N×3×S×S thumbnails: tone histogram in EV, quantiles,
     the log mean, and the mean colour ratios (a colour cast says something about the light)."""
@@ -31,7 +43,7 @@ def exposure_features(thumb: Tensor) -> tuple[Tensor, Tensor]:
         1.0 - (log_lum.unsqueeze(-1) - centres).abs() / width
     )  # triangular bins, differentiable
     hist = soft.mean(dim=1)
-    q = torch.quantile(log_lum, torch.tensor(_QUANTILES, device=thumb.device), dim=1).t()
+    q = quantiles(log_lum, _QUANTILES)
     log_mean = torch.log2(lum.mean(dim=1) + 1e-4)
     ratios = thumb.float().flatten(2).mean(dim=2)
     ratios = ratios / (ratios.sum(dim=1, keepdim=True) + 1e-6)

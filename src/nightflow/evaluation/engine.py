@@ -105,6 +105,8 @@ def _restore(
     """One restoration: baselines directly (they are global operations: never tiled; oracles get the target),
     models via the engine."""
     if model.is_baseline:
+        if opts.exposure:
+            raise UserError(f"{model.spec} has no exposure control; leave --exposure at 0")
         if getattr(model.restorer, "needs_target", False):
             if hq is None:
                 raise UserError(f"{model.spec} is an oracle baseline: it needs data with targets")
