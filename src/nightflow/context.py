@@ -22,26 +22,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .data.degrade import linear_to_srgb, srgb_to_linear
+
+__all__ = ["linear_to_srgb", "srgb_to_linear"]  # re-exported: the one sRGB curve lives in data.degrade
+
 CONTEXT_SIZE = 48  # thumbnail side in LR pixels
 LUT_BINS = 256
 _LUMA = (0.2126, 0.7152, 0.0722)
 
 
-def srgb_to_linear(x: Tensor) -> Tensor:
-    """The sRGB transfer curve, inverted (same formula as ``nightflow.data.degrade.srgb_to_linear``)."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: Tensor) -> Tensor:
-    """The sRGB transfer curve on linear values clamped to [0, 1]."""
-    x = x.clamp(0.0, 1.0)
-    return torch.where(x <= 0.0031308, 12.92 * x, 1.055 * x.clamp_min(1e-12) ** (1 / 2.4) - 0.055)
-
-
 def linear_luminance(x: Tensor) -> Tensor:
     """Rec. 709 luminance of an sRGB batch in linear light: N×3×H×W → N×1×H×W."""
-    lin = srgb_to_linear(x)
+    lin = srgb_to_linear(x.clamp(0.0, 1.0))
     w = torch.tensor(_LUMA, dtype=lin.dtype, device=lin.device).view(1, 3, 1, 1)
     return (lin * w).sum(dim=1, keepdim=True)
 
@@ -70,7 +62,7 @@ def apply_gain(x: Tensor, log2_gain: Tensor) -> Tensor:
     """Multiply an sRGB batch by 2^log2_gain (N values) in linear light and re-encode, clipped to [0, 1]."""
     # 2**x as pow, not exp2: the same value to 1 ulp (equal on the few gains of a batch), and it exports to ONNX
     gain = torch.pow(2.0, log2_gain.float()).view(-1, 1, 1, 1)
-    return linear_to_srgb(srgb_to_linear(x.float()) * gain).to(x.dtype)
+    return linear_to_srgb(srgb_to_linear(x.float()) * gain).clamp(0.0, 1.0).to(x.dtype)
 
 
 def histogram_lut(x: Tensor, bins: int = LUT_BINS) -> Tensor:
@@ -136,18 +128,12 @@ class ImageContext:
             attention=[rep(a) for a in self.attention],  # type: ignore[misc]
         )
 
-    def to(self, device: torch.device | str) -> ImageContext:
-        def mv(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device)
-
-        return replace(
-            self,
-            thumb=mv(self.thumb),
-            he_lut=mv(self.he_lut),
-            log2_gain=mv(self.log2_gain),
-            estimate=mv(self.estimate),
-            attention=[mv(a) for a in self.attention],  # type: ignore[misc]
-        )
+    def exposure_loss(self) -> Tensor | None:
+        """Squared EV error of the exposure head against the gain that was applied (the oracle in training);
+        None when there is no head or no gain."""
+        if self.estimate is None or self.log2_gain is None:
+            return None
+        return (self.estimate - self.log2_gain.detach()).square().mean()
 
 
 class AttentionStore:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..context import AttentionStore, ImageContext, histogram_lut, thumbnail
+from ..context import AttentionStore, ImageContext, histogram_lut, oracle_log2_gain, thumbnail
 from ..errors import ConfigError
 from ..maps import ImageValueError
 from .exposure import ExposureHead
@@ -90,6 +90,15 @@ class Encoder(nn.Module):
         self._context_pass(ctx, store)
         ctx.attention = store.maps
         return ctx
+
+    def batch_context(self, batch: dict) -> ImageContext:
+        """Context of a training batch: the whole images' thumbnails (``ctx_thumb``) and oracle exposures
+        (``log2_gain``) when the dataset provides them, else those of the crops themselves."""
+        lq = batch["lq"]
+        gain = batch.get("log2_gain")
+        if gain is None and self.has_exposure and "hq" in batch:
+            gain = oracle_log2_gain(lq, batch["hq"])
+        return self.make_context(lq, thumb=batch.get("ctx_thumb"), log2_gain=gain)
 
     def _context_pass(self, ctx: ImageContext, store: AttentionStore) -> None:
         """Record global-attention maps on ``ctx.thumb`` (no global attention: nothing to record)."""

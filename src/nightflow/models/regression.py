@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..context import ImageContext, oracle_log2_gain
+from ..context import ImageContext
 from ..encoders import build_encoder
 from ..encoders.blocks import PixelShuffleUp, resize
 from ..errors import ConfigError
@@ -141,6 +141,7 @@ class RegressionConfig:
     use_color_map: bool = True  # feed the encoder's predicted HR colour-ratio map to the last conv
     l1_weight: float = 1.0
     color_weight: float = 0.0  # optional L1 between predicted and GT colour-ratio maps (as the flow's)
+    exposure_weight: float = 0.1  # squared EV error of the exposure head (as the flow's)
     seed: int = 0  # initialisation seed
 
     def __post_init__(self) -> None:
@@ -221,10 +222,7 @@ class JointRegressor(DeterministicRestorer):
         """
         hq, lq = batch["hq"], batch["lq"]
         check_pair(hq, lq, self.scale)
-        gain = batch.get("log2_gain")
-        if gain is None and self.encoder.has_exposure:
-            gain = oracle_log2_gain(lq, hq)
-        ctx = self.encoder.make_context(lq, thumb=batch.get("ctx_thumb"), log2_gain=gain)
+        ctx = self.encoder.batch_context(batch)
         lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
         pred, color_map = self.predict(lq_p, ctx)
         hh, ww = self.scale * h, self.scale * w
@@ -235,9 +233,10 @@ class JointRegressor(DeterministicRestorer):
             color = color_map_l1(color_map[:, :, :hh, :ww], hq)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
-        if ctx.estimate is not None and ctx.log2_gain is not None:
-            terms["exposure"] = (ctx.estimate - ctx.log2_gain.detach()).square().mean()
-            total = total + 0.1 * terms["exposure"]
+        exposure = ctx.exposure_loss()
+        if exposure is not None:
+            terms["exposure"] = exposure
+            total = total + self.cfg.exposure_weight * exposure
         terms["total"] = total
         return terms
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..context import ImageContext, oracle_log2_gain
+from ..context import ImageContext
 from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..maps import color_map_l1, color_ratio_map
@@ -182,28 +182,19 @@ class FlowRestorer(nn.Module):
         return torch.stack([self._decode_from(cond, size, temperature, None, generator) for _ in range(n)])
 
     # ----- training ---------------------------------------------------------------------------------------------
-    def batch_context(self, batch: dict) -> ImageContext:
-        """Context of a training batch: the whole images' thumbnails (``ctx_thumb``) and oracle exposures
-        (``log2_gain``) when the dataset provides them, else those of the crops themselves."""
-        lq = batch["lq"]
-        gain = batch.get("log2_gain")
-        if gain is None and self.has_exposure and "hq" in batch:
-            gain = oracle_log2_gain(lq, batch["hq"])
-        return self.encoder.make_context(lq, thumb=batch.get("ctx_thumb"), log2_gain=gain)
-
     @torch.no_grad()
     def initialize(self, batch: dict) -> None:
         """Data-dependent ActNorm initialisation on one batch, explicitly (DDP runs it on the global batch)."""
         was_training = self.training
         self.train()
-        self.encode(batch["hq"], batch["lq"], self.batch_context(batch))
+        self.encode(batch["hq"], batch["lq"], self.encoder.batch_context(batch))
         self.train(was_training)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """NLL (bits/dim, dequantised) + γ·L1 of the reverse pass at the prior mean (+ colour-map L1)
         (+ the exposure head's squared error in EV against the oracle gain)."""
         hq, lq = batch["hq"], batch["lq"]
-        ctx = self.batch_context(batch)
+        ctx = self.encoder.batch_context(batch)
         lq_p, size = self._pad_lq(lq)
         hq_p = self._pad_hq(hq, size, lq_p)
         cond = self.condition(lq_p, ctx)
@@ -228,8 +219,8 @@ class FlowRestorer(nn.Module):
             color = color_map_l1(cond.color_map, hq_p)
             terms["color"] = color
             total = total + self.cfg.color_weight * color
-        if ctx.estimate is not None and ctx.log2_gain is not None:
-            exposure = (ctx.estimate - ctx.log2_gain.detach()).square().mean()
+        exposure = ctx.exposure_loss()
+        if exposure is not None:
             terms["exposure"] = exposure
             total = total + self.cfg.exposure_weight * exposure
         terms["total"] = total

@@ -1,0 +1,90 @@
+"""Where a training step's time goes: context pass, encoder, flow forward (NLL), flow reverse (L1), backward,
+optimiser, data synthesis, for one bundled recipe's batch. Shares are what to read on a shared CPU.
+
+    python -m benchmarks.profile_train_step [--model lolisrflow-x2-tiny] [--patch 96] [--batch 8] [--amp bf16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.data import default_collate
+
+from nightflow.data.datasets import SyntheticDataset
+from nightflow.flow import bits_per_dim, dequantize, standard_normal_log_prob
+from nightflow.models import build_model
+from nightflow.models.zoo import get_config
+
+
+def _timed(times: dict[str, float], name: str, fn):
+    t = time.perf_counter()
+    out = fn()
+    times[name] = time.perf_counter() - t
+    return out
+
+
+def step(model, batch, opt, amp: bool) -> dict[str, float]:
+    """One NLL + 1.5·L1 + exposure step, each part timed (the same calls FlowRestorer.loss makes)."""
+    times: dict[str, float] = {}
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        ctx = _timed(times, "context pass + exposure head", lambda: model.encoder.batch_context(batch))
+        lq_p, size = model._pad_lq(batch["lq"])
+        hq_p = model._pad_hq(batch["hq"], size, lq_p)
+        cond = _timed(times, "encoder", lambda: model.condition(lq_p, ctx))
+        prior = model._prior(cond.color_map)
+
+        def forward():
+            lat, ld = model.flow.encode(dequantize(hq_p, 256, None), cond.features, prior)
+            log_p = ld + sum(standard_normal_log_prob(z) for z in lat)
+            return lat, bits_per_dim(log_p, hq_p[0].numel(), 256).mean()
+
+        lat, nll = _timed(times, "flow forward (NLL)", forward)
+        mean = _timed(
+            times,
+            "flow reverse (mean path L1)",
+            lambda: model.flow.decode([torch.zeros_like(z) for z in lat], cond.features, prior),
+        )
+        total = nll + 1.5 * (mean - hq_p).abs().mean() + 0.1 * ctx.exposure_loss()
+    opt.zero_grad()
+    _timed(times, "backward", total.backward)
+    _timed(times, "optimiser", opt.step)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="lolisrflow-x2-tiny")
+    parser.add_argument("--photos", default="data/photos")
+    parser.add_argument("--patch", type=int, default=96)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--amp", choices=("bf16", "none"), default="bf16")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model = build_model(get_config(args.model))
+    ds = SyntheticDataset(args.photos, split="train", scale=model.scale, patch_size=args.patch, length=64)
+    for i in range(args.batch):
+        ds[i]  # decode and cache the photos first
+    t = time.perf_counter()
+    items = [ds[i] for i in range(args.batch)]
+    synthesis = time.perf_counter() - t
+    batch = default_collate(items)
+    batch.pop("name")
+    model.initialize(batch)
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    step(model, batch, opt, args.amp == "bf16")  # warm-up
+    runs = [step(model, batch, opt, args.amp == "bf16") for _ in range(3)]
+    parts = {k: min(r[k] for r in runs) for k in runs[0]}
+    parts["data synthesis (batch)"] = synthesis
+    total = sum(parts.values())
+    print(
+        f"{args.model}, patch {args.patch}, batch {args.batch}, {args.amp}, {args.threads} thread(s): {total:.2f} s"
+    )
+    for name, sec in parts.items():
+        print(f"| {name} | {sec * 1000:.0f} ms | {100 * sec / total:.0f} % |")
+
+
+if __name__ == "__main__":
+    main()
