@@ -33,6 +33,9 @@ def _layers():
         "coupling_first": (lambda: ConditionalAffineCoupling(C, CC, 8, transform_first=True), CC),
         "coupling_odd_channels": (lambda: ConditionalAffineCoupling(5, CC, 8), CC),
         "cross_coupling": (lambda: CrossCoupling(C, CC, 8), CC),
+        "injector_floor": (lambda: AffineInjector(C, CC, 8, "conv", floor=0.25), CC),
+        "coupling_floor": (lambda: ConditionalAffineCoupling(C, CC, 8, "cbam", floor=0.25), CC),
+        "cross_coupling_floor": (lambda: CrossCoupling(C, CC, 8, floor=0.25), CC),
         "squeeze": (lambda: Squeeze(), 0),
         "split_cond": (lambda: Split(C, CC), CC),
         "split_uncond": (lambda: Split(C), 0),
@@ -147,6 +150,19 @@ def test_coupling_scale_is_bounded_by_sigmoid_plus_eps():
     h = torch.tensor([[0.0, -1e4, 0.0, 1e4]]).view(1, 4, 1, 1)
     _, scale = shift_and_scale(h, eps=1e-3)
     assert scale.flatten().tolist() == pytest.approx([1e-3, 1.0 + 1e-3])
+
+
+def test_scale_floor_bounds_the_scale_and_zero_floor_is_the_old_form():
+    from nightflow.flow.coupling import shift_and_scale
+
+    h = torch.tensor([[0.0, -1e4, 0.0, 0.0, 0.0, 1e4]]).view(1, 6, 1, 1)
+    _, scale = shift_and_scale(h, eps=1e-3, floor=0.25)
+    gate = float(torch.sigmoid(torch.tensor(2.0)))
+    assert scale.flatten().tolist() == pytest.approx([0.25 + 1e-3, 0.25 + 0.75 * gate + 1e-3, 1.0 + 1e-3])
+    _, old = shift_and_scale(h, eps=1e-3)
+    assert old.flatten().tolist() == pytest.approx([1e-3, gate + 1e-3, 1.0 + 1e-3])
+    with pytest.raises(ValueError, match="floor"):
+        ConditionalAffineCoupling(C, CC, 8, floor=1.0)
 
 
 @pytest.mark.parametrize(

@@ -23,6 +23,7 @@ connections carry the summed block output, both branches run in parallel at ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +50,9 @@ class MSFormerConfig:
     ffn_expansion: float = 2.66
     window: int = 8
     guide_channels: int = 16  # channels of the embedded unbalanced-point map that gives queries and keys
+    # where the local branch's queries and keys come from: the unbalanced-point map (UPT-Flow), or the image
+    # features themselves (ordinary window attention: the ablation that asks whether the prior helps)
+    guide: Literal["upm", "features"] = "upm"
     cond_channels: int = 288  # conditioning channels handed to every flow level (upstream: 192 + 96)
     exposure: bool = False  # estimate an exposure gain from the whole image and apply it to the input
 
@@ -82,9 +86,10 @@ class _LevelBlock(nn.Module):
         super().__init__()
         self.glob = TransformerBlock(dim, heads, cfg.ffn_expansion, "channel")
         self.norm = LayerNorm2d(dim)
-        self.local = WindowAttention(dim, heads, cfg.window, guide_channels=cfg.guide_channels)
+        guided = cfg.guide == "upm"
+        self.local = WindowAttention(dim, heads, cfg.window, guide_channels=cfg.guide_channels if guided else 0)
 
-    def forward(self, x: torch.Tensor, guide: torch.Tensor, store: AttentionStore) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, guide: torch.Tensor | None, store: AttentionStore) -> torch.Tensor:
         return self.glob(x, store) + self.local(self.norm(x), guide=guide)
 
 
@@ -93,11 +98,13 @@ class _Level(nn.Module):
 
     def __init__(self, dim: int, heads: int, n: int, cfg: MSFormerConfig) -> None:
         super().__init__()
-        self.guide = nn.Sequential(nn.Conv2d(1, cfg.guide_channels, 3, padding=1), nn.GELU())
+        self.guide = (
+            nn.Sequential(nn.Conv2d(1, cfg.guide_channels, 3, padding=1), nn.GELU()) if cfg.guide == "upm" else None
+        )
         self.blocks = nn.ModuleList(_LevelBlock(dim, heads, cfg) for _ in range(n))
 
     def forward(self, x: torch.Tensor, upm: torch.Tensor, store: AttentionStore) -> torch.Tensor:
-        guide = self.guide(upm)
+        guide = self.guide(upm) if self.guide is not None else None
         for block in self.blocks:
             x = block(x, guide, store)
         return x

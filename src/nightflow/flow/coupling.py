@@ -1,7 +1,12 @@
 """Conditional affine layers: AffineInjector, ConditionalAffineCoupling and UPT-Flow's CrossCoupling.
 
-All use scale = sigmoid(raw + 2) + eps, which bounds the scale in (eps, 1 + eps): log-dets stay finite and the
-inverse never divides by zero (LLFlow's NaNs came from unbounded scales).
+All use scale = floor + (1 − floor)·sigmoid(raw + 2) + eps, which bounds the scale in (floor + eps, 1 + eps):
+log-dets stay finite and the inverse never divides by zero (LLFlow's NaNs came from unbounded scales).
+
+Why a floor: with floor 0 (LLFlow's form) a trained flow drives scales to eps on inputs it never saw (uniform
+noise, checkerboards), and the inverse then expands 1/eps = 10⁴× per layer: decode(encode(x)) reached 1e33.
+A floor bounds that expansion to 1/floor per layer; 0.25 keeps any input in [0, 1] invertible to 1e-3
+(``scripts/flow_stability.py``, ``docs/reliability.md``). Floor 0 reproduces the old form exactly.
 """
 
 from __future__ import annotations
@@ -13,36 +18,52 @@ from .base import FlowLayer, FlowSequence, check_4d, check_cond, sum_except_batc
 from .subnets import ConvSubnet, SubnetKind
 
 
-def shift_and_scale(h: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+def shift_and_scale(h: Tensor, eps: float, floor: float = 0.0) -> tuple[Tensor, Tensor]:
     """Split subnet output interleaved (even channels shift, odd channels raw scale), as LLFlow does.
 
     The subnet may run in bf16 (autocast); the affine parameters and log-dets are always float32."""
     h = h.float()
     shift = h[:, 0::2]
-    scale = torch.sigmoid(h[:, 1::2] + 2.0) + eps
+    gate = torch.sigmoid(h[:, 1::2] + 2.0)
+    scale = (gate if floor == 0.0 else floor + (1.0 - floor) * gate) + eps
     return shift, scale
+
+
+def check_floor(floor: float) -> float:
+    if not 0.0 <= floor < 1.0:
+        raise ValueError(f"scale floor must be in [0, 1), got {floor}")
+    return float(floor)
 
 
 class AffineInjector(FlowLayer):
     """z ← (z + shift(u))·scale(u): an affine map whose parameters come from the conditioning alone."""
 
-    def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "conv", eps=1e-4):
+    def __init__(
+        self,
+        channels: int,
+        cond_channels: int,
+        hidden: int,
+        subnet: SubnetKind = "conv",
+        eps: float = 1e-4,
+        floor: float = 0.0,
+    ):
         super().__init__()
         if cond_channels <= 0:
             raise ValueError("AffineInjector needs conditioning channels > 0")
         self.channels, self.cond_channels, self.eps = channels, cond_channels, eps
+        self.floor = check_floor(floor)
         self.net = ConvSubnet(cond_channels, 2 * channels, hidden, subnet)
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_4d("AffineInjector input", x, self.channels)
         check_cond("AffineInjector conditioning", cond, x, self.cond_channels)
-        shift, scale = shift_and_scale(self.net(cond), self.eps)
+        shift, scale = shift_and_scale(self.net(cond), self.eps, self.floor)
         return (x + shift) * scale, sum_except_batch(torch.log(scale))
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         check_4d("AffineInjector input", y, self.channels)
         check_cond("AffineInjector conditioning", cond, y, self.cond_channels)
-        shift, scale = shift_and_scale(self.net(cond), self.eps)
+        shift, scale = shift_and_scale(self.net(cond), self.eps, self.floor)
         return y / scale - shift
 
 
@@ -61,11 +82,13 @@ class ConditionalAffineCoupling(FlowLayer):
         subnet: SubnetKind = "conv",
         eps: float = 1e-4,
         transform_first: bool = False,
+        floor: float = 0.0,
     ):
         super().__init__()
         if channels < 2:
             raise ValueError(f"coupling needs at least 2 channels, got {channels}")
         self.channels, self.cond_channels, self.eps = channels, cond_channels, eps
+        self.floor = check_floor(floor)
         self.c1 = channels // 2
         self.transform_first = transform_first
         n_in = (channels - self.c1 if transform_first else self.c1) + cond_channels
@@ -74,7 +97,7 @@ class ConditionalAffineCoupling(FlowLayer):
 
     def _params(self, keep: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         inp = keep if cond is None else torch.cat([keep, cond], dim=1)
-        return shift_and_scale(self.net(inp), self.eps)
+        return shift_and_scale(self.net(inp), self.eps, self.floor)
 
     def _halves(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a, b = t[:, : self.c1], t[:, self.c1 :]
@@ -105,16 +128,24 @@ class CrossCoupling(FlowSequence):
     subtracted one log-scale twice, which left images right but NLL wrong).
     """
 
-    def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "cbam", eps=3e-4):
+    def __init__(
+        self,
+        channels: int,
+        cond_channels: int,
+        hidden: int,
+        subnet: SubnetKind = "cbam",
+        eps: float = 3e-4,
+        floor: float = 0.0,
+    ):
         if cond_channels <= 0:
             raise ValueError("CrossCoupling needs conditioning channels > 0")
         args = (channels, cond_channels, hidden, subnet, eps)
         super().__init__(
             [
-                AffineInjector(*args),
-                ConditionalAffineCoupling(*args, transform_first=False),
-                AffineInjector(*args),
-                ConditionalAffineCoupling(*args, transform_first=True),
+                AffineInjector(*args, floor=floor),
+                ConditionalAffineCoupling(*args, transform_first=False, floor=floor),
+                AffineInjector(*args, floor=floor),
+                ConditionalAffineCoupling(*args, transform_first=True, floor=floor),
             ]
         )
         self.channels, self.cond_channels = channels, cond_channels

@@ -39,6 +39,7 @@ class GlowConfig:
     injector: bool = True
     transitions: int = 2
     scale_eps: float = 1e-4
+    scale_floor: float = 0.0  # lower bound of every coupling scale (0 = LLFlow's form; see flow.coupling)
     top_prior: Literal["fixed", "learned"] = "fixed"
     prior_channels: int = 0
     _steps: list[int] = field(init=False, repr=False)
@@ -51,6 +52,8 @@ class GlowConfig:
         self._cond = self._per_level("cond_channels", self.cond_channels)
         if any(k < 0 for k in self._steps) or any(c < 0 for c in self._cond):
             raise ValueError("steps and cond_channels must be ≥ 0")
+        if not 0.0 <= self.scale_floor < 1.0:
+            raise ValueError(f"scale_floor must be in [0, 1), got {self.scale_floor}")
         if self.coupling == "cross" and 0 in self._cond:
             raise ValueError("cross coupling needs conditioning at every level (cond_channels > 0)")
 
@@ -73,11 +76,12 @@ class GlowConfig:
 def _conditional_step(cfg: GlowConfig, channels: int, cond: int) -> FlowLayer:
     layers: list[FlowLayer] = [ActNorm(channels), InvConv1x1(channels)]
     if cfg.coupling == "cross":
-        layers.append(CrossCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
+        layers.append(CrossCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps, cfg.scale_floor))
     else:
+        args = (channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps)
         if cfg.injector and cond > 0:
-            layers.append(AffineInjector(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
-        layers.append(ConditionalAffineCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps))
+            layers.append(AffineInjector(*args, floor=cfg.scale_floor))
+        layers.append(ConditionalAffineCoupling(*args, floor=cfg.scale_floor))
     return FlowSequence(layers)
 
 

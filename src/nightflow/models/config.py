@@ -21,6 +21,9 @@ class FlowSpec:
     injector: bool = True
     transitions: int = 2
     scale_eps: float = 1e-4
+    # lower bound of every coupling scale: bounds the inverse's expansion to 1/floor per layer, so decoding stays
+    # finite and exact off the training distribution (0 = LLFlow's unbounded form; bundled flows use 0.25)
+    scale_floor: float = 0.0
 
 
 @dataclass
@@ -51,5 +54,7 @@ class ModelConfig:
             raise ConfigError(f"train_gt_ratio must be in [0, 1], got {self.train_gt_ratio}")
         if self.l1_weight < 0 or self.color_weight < 0 or self.exposure_weight < 0:
             raise ConfigError("l1_weight, color_weight and exposure_weight must be ≥ 0")
+        if not 0.0 <= self.flow.scale_floor < 1.0:
+            raise ConfigError(f"flow.scale_floor must be in [0, 1), got {self.flow.scale_floor}")
         if self.quant < 0:
             raise ConfigError(f"quant must be ≥ 0, got {self.quant}")

@@ -50,6 +50,7 @@ class FlowRestorer(nn.Module):
                 injector=spec.injector,
                 transitions=spec.transitions,
                 scale_eps=spec.scale_eps,
+                scale_floor=spec.scale_floor,
                 top_prior="learned" if spec.split and use_prior else "fixed",
                 prior_channels=top_colour_channels if use_prior else 0,
             )

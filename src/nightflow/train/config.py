@@ -48,6 +48,9 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
     ddp_find_unused_parameters: bool = True  # a head may sit out a step (GT colour-map coin flip)
+    # fine-tune: start from these weights (zoo name, weights file or run folder) instead of a fresh init; every
+    # tensor must match the recipe's model by name and shape (other settings, e.g. flow.scale_floor, may differ)
+    init_weights: str | None = None
 
     def __post_init__(self) -> None:
         positive = ("max_steps", "batch_size", "log_every", "val_every", "checkpoint_every", "keep_last")

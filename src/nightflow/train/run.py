@@ -128,6 +128,8 @@ def build_parts(cfg: RunConfig, ctx: DistContext) -> RunParts:
     seed = cfg.train.seed
     torch.manual_seed(seed)
     model = build_any(cfg.model)
+    if cfg.train.init_weights:
+        load_initial_weights(model, cfg.train.init_weights)
     # per-rank global streams for anything outside data loading that draws from them
     torch.manual_seed(seed + ctx.rank)
     np.random.seed((seed + ctx.rank) % 2**32)
@@ -135,6 +137,27 @@ def build_parts(cfg: RunConfig, ctx: DistContext) -> RunParts:
     train_set = build_dataset(cfg.data, train=True)
     val_set = build_dataset(cfg.val, train=False) if cfg.val is not None else None
     return RunParts(model, train_set, val_set)
+
+
+def load_initial_weights(model: nn.Module, source: str) -> None:
+    """Copy every tensor of ``source`` (zoo name, weights file, run folder) into ``model``; one-line error on any
+    missing, extra or differently shaped tensor. Loaded ActNorms are marked initialised by their buffer, so the
+    data-dependent init leaves them alone."""
+    from ..models.zoo import load_restorer
+
+    donor, info = load_restorer(source)
+    theirs, ours = donor.state_dict(), model.state_dict()
+    missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    shapes = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
+    if missing or extra or shapes:
+        what = (
+            (f"missing {missing[:3]} " if missing else "")
+            + (f"unexpected {extra[:3]} " if extra else "")
+            + (f"shape differs at {shapes[:3]}" if shapes else "")
+        )
+        raise UserError(f"train.init_weights={source} does not fit the recipe's model: {what.strip()}")
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    message(f"initialised the model from {info['path']}", True)
 
 
 def train_run(

@@ -1,0 +1,123 @@
+"""The restorer contract: what every restorable thing in nightflow states and does.
+
+Flows (:class:`~nightflow.models.restorer.FlowRestorer`), learned baselines (regression, sequential) and classical
+baselines (:class:`~nightflow.baselines.base.Baseline`) all implement :class:`Restorer`; the trainable ones also
+:class:`Trainable`. The API, inference, evaluation, the trainer, the exporter and the CLI use only these names,
+never ``hasattr``/``getattr`` probes or ``is_baseline`` branches.
+
+What a restorer states (plain attributes, read before any work):
+
+- ``scale``: the upscaling factor s (1, 2 or 4); the output of an N×3×H×W input is N×3×sH×sW.
+- ``sizes``: a :class:`SizeSpec`: inputs of any size ≥ ``min_size`` are accepted; the model pads internally
+  (replicate) to a multiple of ``multiple`` LR pixels and crops back, so callers never pad.
+- ``tiling``: a :class:`TilingSpec`: whether tiled inference reproduces the whole image (``tileable``), the LR
+  grid tile origins must sit on (``grid``), the LR margin each tile discards at inner edges (``margin``) and the
+  smallest tile it accepts (``min_tile``).
+- ``dtypes``: input dtypes it accepts (float32 always; others where it was measured to work).
+- ``stochastic``: whether it has a distribution (``temperature`` and ``noise`` change the output).
+- ``has_exposure``: whether ``context(lq, exposure)`` honours an EV shift (others refuse a non-zero one).
+- ``needs_target``: oracles read the ground truth (``restore(..., target=hq)``); labelled as such everywhere.
+
+What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]):
+
+- ``context(lq, exposure=0.0)``: the whole-image context (:class:`~nightflow.context.ImageContext`) of the
+  full LR image, or None for models without global statistics; pass it to every tile and sample.
+- ``restore(lq, *, temperature=0.0, noise=None, generator=None, context=None, target=None)``: the mean path
+  at temperature 0, a sample otherwise; ``noise`` (N×3×sH×sW, standard normal) fixes the sample so tiles agree.
+- ``sample(lq, n, *, temperature, generator=None, context=None)``: n samples, n×N×3×sH×sW (deterministic
+  models return n copies of ``restore``).
+- Trainable only: ``loss(batch, generator=None)`` over the whole batch dict (keys such as ``lq``, ``hq``,
+  ``ctx_thumb``, ``log2_gain``; a term declares which it needs) returning a dict of scalar tensors with a
+  ``total``; ``initialize(batch)`` for data-dependent layers (ActNorm), a no-op elsewhere.
+
+Likelihoods: ``nll_bits_per_dim(hq, lq)`` on flows is a *positive* negative log-likelihood in bits per real
+(unpadded) dimension; the flow core's ``log_prob`` is a log-density in nats. The names say which.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Input sizes a restorer accepts: any H, W ≥ ``min_size``; padded internally to ``multiple``."""
+
+    multiple: int = 1
+    min_size: int = 1
+
+
+@dataclass(frozen=True)
+class TilingSpec:
+    """How tiled inference must cut this model's input so that tiles agree with the whole image.
+
+    ``grid``: tile origins are multiples of it (LR px; windows and downsampling stay aligned);
+    ``margin``: LR px of every inner tile edge that the blend discards (beyond the receptive field's reach);
+    ``min_tile``: the smallest tile side accepted (smaller ones are refused, not silently blocky)."""
+
+    tileable: bool = True
+    grid: int = 1
+    margin: int = 0
+    min_tile: int = 1
+
+
+@runtime_checkable
+class Restorer(Protocol):
+    """Anything nightflow can run on an image: flows, learned baselines, classical baselines."""
+
+    scale: int
+    stochastic: bool
+    needs_target: bool
+
+    @property
+    def sizes(self) -> SizeSpec: ...
+
+    @property
+    def tiling(self) -> TilingSpec: ...
+
+    @property
+    def dtypes(self) -> tuple[torch.dtype, ...]: ...
+
+    @property
+    def has_exposure(self) -> bool: ...
+
+    def context(self, lq: Tensor, exposure: float = 0.0) -> Any: ...
+
+    def restore(
+        self,
+        lq: Tensor,
+        *,
+        temperature: float = 0.0,
+        noise: Tensor | None = None,
+        generator: torch.Generator | None = None,
+        context: Any = None,
+        target: Tensor | None = None,
+    ) -> Tensor: ...
+
+    def sample(
+        self,
+        lq: Tensor,
+        n: int = 4,
+        *,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        context: Any = None,
+    ) -> Tensor: ...
+
+
+@runtime_checkable
+class Trainable(Restorer, Protocol):
+    """A restorer with parameters that the trainer can optimise."""
+
+    def loss(self, batch: dict[str, Any], generator: torch.Generator | None = None) -> dict[str, Tensor]: ...
+
+    def initialize(self, batch: dict[str, Any]) -> None: ...
+
+
+def is_trainable(restorer: object) -> bool:
+    """True for restorers the trainer can optimise (they define ``loss`` and ``initialize``)."""
+    return isinstance(restorer, Trainable)
