@@ -6,10 +6,13 @@ parameter-free ``torch.nn.Module`` with the same call signature.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..models.contract import SizeSpec, TilingSpec
 
 
 class Baseline(nn.Module):
@@ -17,6 +20,12 @@ class Baseline(nn.Module):
 
     name: str = "baseline"
     needs_target: bool = False  # oracles (e.g. the target's exposure) read the ground truth: labelled as such
+    stochastic = False
+    has_exposure = False
+    # global statistics (auto-gamma, histogram equalisation) differ per tile: classical methods run whole-image
+    sizes = SizeSpec()
+    tiling = TilingSpec(tileable=False)
+    dtypes = (torch.float32, torch.float64)
 
     def __init__(self, scale: int = 1) -> None:
         super().__init__()
@@ -24,11 +33,23 @@ class Baseline(nn.Module):
             raise UserError(f"scale must be a positive integer, got {scale!r}")
         self.scale = scale
 
+    def context(self, lq: torch.Tensor, exposure: float = 0.0) -> None:
+        """No learned context; a non-zero exposure shift is refused (no exposure control)."""
+        if exposure:
+            raise UserError(f"{self.name} has no exposure control; leave exposure at 0")
+        return None
+
     def restore(
-        self, lq: torch.Tensor, temperature: float = 0.0, target: torch.Tensor | None = None
+        self,
+        lq: torch.Tensor,
+        temperature: float = 0.0,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        context: Any = None,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Restore ``lq``; ``temperature`` is accepted for interface parity with flow models and ignored.
-        ``target`` (the ground truth) is read only by oracle baselines (``needs_target``)."""
+        """Restore ``lq``; ``temperature``, ``noise``, ``generator`` and ``context`` are accepted for the restorer
+        contract and ignored. ``target`` (the ground truth) is read only by oracle baselines (``needs_target``)."""
         single = lq.dim() == 3
         x = lq.unsqueeze(0) if single else lq
         if x.dim() != 4 or x.shape[1] != 3 or not x.is_floating_point():
@@ -47,6 +68,20 @@ class Baseline(nn.Module):
             for m in oracles:
                 m._target = None
         return y[0] if single else y
+
+    def sample(
+        self,
+        lq: torch.Tensor,
+        n: int = 4,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        context: Any = None,
+    ) -> torch.Tensor:
+        """``n`` identical copies of :meth:`restore` (a classical method has no distribution)."""
+        if n < 1:
+            raise UserError(f"n must be >= 1, got {n}")
+        out = self.restore(lq)
+        return out.unsqueeze(0).expand(n, *out.shape).clone()
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         return self.restore(lq)

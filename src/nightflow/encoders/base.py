@@ -44,6 +44,9 @@ class Encoder(nn.Module):
     input_multiple: int = 1
     # padding / tile-origin multiple under which features are shift-consistent (internal downsampling grid)
     grid_multiple: int = 1
+    # LR px of a tile edge whose output differs from the whole image's beyond 1/255 (measured per encoder with
+    # scripts/measure_tiling.py): tiled inference discards that much of every inner tile edge
+    tile_margin: int = 12
 
     def __init__(self, scale: int, levels: int) -> None:
         super().__init__()

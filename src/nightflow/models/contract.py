@@ -118,6 +118,13 @@ class Trainable(Restorer, Protocol):
     def initialize(self, batch: dict[str, Any]) -> None: ...
 
 
+def tiling_for(multiple: int, margin: int, tileable: bool = True) -> TilingSpec:
+    """The tiling rule of an encoder-based model: origins on its pad grid, ``margin`` LR px discarded per inner
+    edge, and tiles of at least twice the default overlap (2·margin + 8 px), on the grid."""
+    least = max(2 * (2 * margin + 8), multiple)
+    return TilingSpec(tileable, grid=multiple, margin=margin, min_tile=-(-least // multiple) * multiple)
+
+
 def is_trainable(restorer: object) -> bool:
     """True for restorers the trainer can optimise (they define ``loss`` and ``initialize``)."""
     return isinstance(restorer, Trainable)

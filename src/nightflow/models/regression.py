@@ -28,6 +28,7 @@ from ..encoders import build_encoder
 from ..encoders.blocks import PixelShuffleUp, resize
 from ..errors import ConfigError
 from ..maps import ImageValueError, color_map_l1
+from .contract import SizeSpec, TilingSpec, tiling_for
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
@@ -81,6 +82,22 @@ class DeterministicRestorer(nn.Module):
     pad_multiple: int
 
     has_exposure: bool = False
+    stochastic = False
+    needs_target = False
+    tile_margin = 12  # LR px; models with an encoder report the encoder's
+
+    @property
+    def sizes(self) -> SizeSpec:
+        return SizeSpec(multiple=self.pad_multiple, min_size=1)
+
+    @property
+    def tiling(self) -> TilingSpec:
+        encoder = getattr(self, "encoder", None)
+        return tiling_for(self.pad_multiple, encoder.tile_margin if encoder is not None else self.tile_margin)
+
+    @property
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return (torch.float32,)
 
     def _restore_padded(self, lq_p: Tensor, context: ImageContext | None) -> Tensor:
         raise NotImplementedError
@@ -100,6 +117,7 @@ class DeterministicRestorer(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
+        target: Tensor | None = None,
     ) -> Tensor:
         """Restored HR image in [0, 1], N×3×sH×sW. Deterministic: ``temperature``, ``noise`` and ``generator``
         are accepted for the common interface and ignored (a regression model has no distribution)."""
@@ -108,12 +126,17 @@ class DeterministicRestorer(nn.Module):
         return out[:, :, : self.scale * h, : self.scale * w].clamp(0.0, 1.0)
 
     def sample(
-        self, lq: Tensor, n: int = 4, temperature: float = 0.8, generator: torch.Generator | None = None
+        self,
+        lq: Tensor,
+        n: int = 4,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        context: ImageContext | None = None,
     ) -> Tensor:
         """``n`` identical copies of :meth:`restore`, shape n×N×3×sH×sW (no distribution to sample from)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
-        out = self.restore(lq)
+        out = self.restore(lq, context=context)
         return out.unsqueeze(0).expand(n, *out.shape).clone()
 
     @torch.no_grad()

@@ -23,10 +23,14 @@ from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..maps import color_map_l1, color_ratio_map
 from .config import ModelConfig
+from .contract import SizeSpec, TilingSpec, tiling_for
 
 
 class FlowRestorer(nn.Module):
-    """P(normal-light HR | low-light LR) as a conditional normalizing flow."""
+    """P(normal-light HR | low-light LR) as a conditional normalizing flow (a ``models.contract.Trainable``)."""
+
+    stochastic = True
+    needs_target = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -80,6 +84,18 @@ class FlowRestorer(nn.Module):
         ph = s * padded_lq.shape[2] - hq.shape[2]
         pw = s * padded_lq.shape[3] - hq.shape[3]
         return F.pad(hq, (0, pw, 0, ph), mode="replicate") if ph or pw else hq
+
+    @property
+    def sizes(self) -> SizeSpec:
+        return SizeSpec(multiple=self.pad_multiple, min_size=1)
+
+    @property
+    def tiling(self) -> TilingSpec:
+        return tiling_for(self.pad_multiple, self.encoder.tile_margin)
+
+    @property
+    def dtypes(self) -> tuple[torch.dtype, ...]:
+        return (torch.float32,)
 
     # ----- conditioning and prior -------------------------------------------------------------------------------
     @property
@@ -140,8 +156,10 @@ class FlowRestorer(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
+        target: Tensor | None = None,
     ) -> Tensor:
-        """Restored HR image in [0, 1]: the mean path at temperature 0, a sample otherwise.
+        """Restored HR image in [0, 1]: the mean path at temperature 0, a sample otherwise (``target`` is
+        accepted for the contract and never read: only oracles read it).
 
         ``noise`` (image layout, N×3×sH×sW, standard normal) fixes the sample; tiled inference crops one global
         noise tensor per tile so overlapping tiles agree, and passes the whole image's ``context``.
