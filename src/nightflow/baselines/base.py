@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from ..models.contract import SizeSpec, TilingSpec
+from ..models.base import SizeSpec, TilingSpec
 
 
 class Baseline(nn.Module):

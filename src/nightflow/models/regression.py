@@ -28,7 +28,7 @@ from ..encoders import build_encoder
 from ..encoders.blocks import PixelShuffleUp, resize
 from ..errors import ConfigError
 from ..maps import ImageValueError, color_map_l1
-from .contract import SizeSpec, TilingSpec, tiling_for
+from .base import SizeSpec, TilingSpec, tiling_for
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces

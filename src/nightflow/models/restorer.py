@@ -23,11 +23,11 @@ from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..maps import color_map_l1, color_ratio_map
 from .config import ModelConfig
-from .contract import SizeSpec, TilingSpec, tiling_for
+from .base import SizeSpec, TilingSpec, tiling_for
 
 
 class FlowRestorer(nn.Module):
-    """P(normal-light HR | low-light LR) as a conditional normalizing flow (a ``models.contract.Trainable``)."""
+    """P(normal-light HR | low-light LR) as a conditional normalizing flow (a ``models.base.Trainable``)."""
 
     stochastic = True
     needs_target = False
