@@ -44,7 +44,7 @@ bench: $(STAMP)
 # API reference from the docstrings into docs/api/ (pdoc, offline) and docs/zoo.md from the model cards
 API_MODULES := nightflow nightflow.api nightflow.inference nightflow.context nightflow.errors nightflow.export \
 	nightflow.onnx_backend nightflow.ui nightflow.data nightflow.metrics nightflow.flow nightflow.encoders \
-	nightflow.models nightflow.baselines nightflow.evaluation nightflow.train
+	nightflow.layers nightflow.models nightflow.baselines nightflow.evaluation nightflow.train
 docs: $(STAMP)
 	$(PY) -m pdoc --no-search --no-show-source -o docs/api $(API_MODULES)
 	$(PY) scripts/write_zoo_doc.py

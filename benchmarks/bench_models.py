@@ -1,5 +1,6 @@
 """Named models: parameters and GFLOPs per output megapixel (restore = encoder + decode at the prior mean) of every
-zoo config, and CPU milliseconds per output megapixel for the tiny LoLiSRFlow configs at ×2 and ×4."""
+zoo config, and CPU milliseconds per output megapixel for the CPU-sized configs (every *-tiny one and
+llflow-small): the cost columns of the UPT-Flow / LoLiSRFlow / LLFlow comparison."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ def run(quick: bool = False) -> dict:
             "params_M": count_params(model) / 1e6,
             "gflops_per_out_mp": _flops(model, lq) / 1e9 / out_mp,
         }
-        if name.endswith("-tiny") and cfg.scale in (2, 4):
+        if name.endswith("-tiny") or name == "llflow-small":
             with torch.no_grad():
                 seconds = time_call(lambda m=model, x=lq: m.restore(x), repeats=repeats)
             row["cpu_ms_per_out_mp"] = seconds * 1e3 / out_mp

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import torch
 
+from nightflow.models import count_params  # noqa: F401  (re-exported for the bench scripts)
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -39,10 +41,6 @@ def conv_throughput_gflops(channels: int = 64, size: int = 256, repeats: int = 3
         seconds = time_call(lambda: conv(x), repeats=repeats)
     flops = 2 * channels * channels * 9 * size * size
     return flops / seconds / 1e9
-
-
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def machine() -> dict:

@@ -24,8 +24,8 @@ def main() -> None:
     scales: list[float] = []
     original = coupling.shift_and_scale
 
-    def recording(h: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-        shift, scale = original(h, eps)
+    def recording(h: torch.Tensor, eps: float, floor: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, scale = original(h, eps, floor)
         scales.append(float(scale.min()))
         return shift, scale
 

@@ -33,7 +33,9 @@ def main() -> None:
         f"{args.model}, {lq.shape[-1]}×{lq.shape[-2]} input, tile {args.tile}: tiled vs whole max "
         f"{float(diff.max()):.2f}/255, mean {float(diff.mean()):.3f}/255"
     )
-    y0, x0, c = 16, 32, 64  # an interior crop of the 100×160 sample
+    grid = model.tiling.grid  # crops start on the model's tile grid, as tiles do
+    y0, x0 = -(-16 // grid) * grid, -(-32 // grid) * grid
+    c = min(64, lq.shape[-2] - y0) // grid * grid  # an interior crop of the 100×160 sample
     with torch.no_grad():
         ctx = model.context(lq)
         crop = model.restore(lq[..., y0 : y0 + c, x0 : x0 + c], context=ctx)
@@ -42,7 +44,7 @@ def main() -> None:
     pos = torch.arange(c * s, dtype=torch.float32) / s
     edge = torch.minimum(pos, c - pos)
     dist = torch.minimum(edge[:, None], edge[None, :])
-    profile = [f"{r} px: {float(err[(dist >= r) & (dist < r + 2)].max()):.2f}" for r in range(0, 20, 4)]
+    profile = [f"{r} px: {float(err[(dist >= r) & (dist < r + 2)].max()):.2f}" for r in range(0, c // 2, 4)]
     print("max error (/255) by distance from a crop edge: " + ", ".join(profile))
 
 

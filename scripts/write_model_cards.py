@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from nightflow.models.checkpoint import load_config, read_metadata
-from nightflow.models.zoo import WEIGHTS_DIR
+from nightflow.models.zoo import WEIGHTS_DIR, canonical
 
 SUITE = "benchmarks/suites/synthetic.yaml"
 SPLIT = Path(__file__).resolve().parent / "photo_split.json"
@@ -24,11 +24,13 @@ def _train_photo_count() -> int:
     return sum(p["split"] == "train" for p in json.loads(SPLIT.read_text())["photos"])
 
 
-def _scores(results: dict, scale: int) -> list[str]:
+def _scores(results: dict, scale: int, name: str) -> list[str]:
+    """The suite's rows for the bundled model ``name`` (its spec, with {scale} filled in, resolves to it)."""
     lines = []
     for cell in results["cells"]:
         model, mean = cell["model"], cell["result"]["mean"]
-        if cell["dataset"] != f"x{scale}" or not str(model.get("label", "")).startswith("LoLiSRFlow"):
+        spec = str(model.get("spec", "")).replace("{scale}", str(scale))
+        if cell["dataset"] != f"x{scale}" or canonical(spec) != name:
             continue
         temperature = model.get("temperature") or 0.0
         parts = [f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float))]
@@ -54,7 +56,7 @@ def card(path: Path, results: dict) -> str:
     facts = json.loads(meta.get("nightflow_training", "{}"))
     fit = json.loads(meta.get("nightflow_exposure_fit", "null"))
     patch = facts.get("patch_size", "?")
-    scores = _scores(results, cfg.scale) or ["- (not in the suite's results)"]
+    scores = _scores(results, cfg.scale, cfg.name) or ["- (not in the suite's results)"]
     steps, seconds = facts.get("steps", "?"), facts.get("wall_time_s", 0.0)
     return f"""# {cfg.name}
 

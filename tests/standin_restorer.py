@@ -10,9 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from nightflow.errors import ConfigError
+from nightflow.models.base import SizeSpec, TilingSpec
+
 
 class StandInRestorer(nn.Module):
-    """Random-init conv net ×scale: sigmoid(logit(bilinear-up lq) + head(lq) [+ hr(up)]) + 0.05·T·noise."""
+    """Random-init conv net ×scale: sigmoid(logit(bilinear-up lq) + head(lq) [+ hr(up)]) + 0.05·T·noise.
+
+    It states the restorer contract (``nightflow.models.base``): tiles on its pad grid, the default margin
+    of 12 LR px, any tile of at least one grid block; no global context, no exposure control."""
+
+    stochastic = True
+    needs_target = False
+    has_exposure = False
+    dtypes = (torch.float32,)
 
     def __init__(
         self,
@@ -43,12 +54,27 @@ class StandInRestorer(nn.Module):
         )
         self.calls: list[tuple[int, ...]] = []  # shapes seen by restore(), for tests of tile sizes
 
+    @property
+    def sizes(self) -> SizeSpec:
+        return SizeSpec(multiple=self.pad_multiple)
+
+    @property
+    def tiling(self) -> TilingSpec:
+        return TilingSpec(tileable=True, grid=self.pad_multiple, margin=12, min_tile=self.pad_multiple)
+
+    def context(self, lq: torch.Tensor, exposure: float = 0.0) -> None:
+        if exposure:
+            raise ConfigError("StandInRestorer has no exposure control; leave exposure at 0")
+        return None
+
     def restore(
         self,
         lq: torch.Tensor,
         temperature: float = 0.0,
         noise: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        context: object = None,
+        target: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h, w = lq.shape[-2:]
         if h % self.pad_multiple or w % self.pad_multiple:
@@ -66,5 +92,7 @@ class StandInRestorer(nn.Module):
             out = out + 0.05 * temperature * noise.to(out)
         return out
 
-    def sample(self, lq: torch.Tensor, n: int, temperature: float, generator=None) -> torch.Tensor:
+    def sample(
+        self, lq: torch.Tensor, n: int, temperature: float, generator=None, context=None
+    ) -> torch.Tensor:
         return torch.stack([self.restore(lq, temperature, generator=generator) for _ in range(n)])

@@ -189,3 +189,25 @@ def test_load_real_checkpoint_and_restore_odd_sizes(tmp_path):
     assert out.shape == (74, 106, 3) and out.dtype == np.uint8
     u = m.uncertainty(np.zeros((9, 11), np.uint16) + 3000, n=2, temperature=0.0)
     assert u.shape == (18, 22) and not u.any()
+
+
+def test_a_classical_baseline_works_through_the_api_and_runs_whole(monkeypatch):
+    from nightflow.baselines import get_baseline
+    from nightflow.errors import SettingError
+
+    m = Model(get_baseline("gamma+bicubic", 2), {"name": "baseline:gamma+bicubic"})
+    img = _rgb8(20, 30)
+    out = m.restore(img)
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    samples = m.sample(img, n=3, temperature=0.8, seed=1)
+    assert len(samples) == 3 and all(np.array_equal(s, out) for s in samples)  # no distribution: copies
+    samples[0][:] = 0
+    assert samples[1].any() and not np.shares_memory(samples[0], samples[1])
+    assert not m.uncertainty(img, n=2).any()
+    with pytest.raises(SettingError, match="cannot be tiled") as info:
+        m.restore(img, tile=64)
+    assert "\n" not in str(info.value)
+    # auto mode never tiles a whole-image method, even when memory is short
+    monkeypatch.setattr("nightflow.inference.available_memory", lambda device: 1)
+    np.testing.assert_array_equal(m.restore(img), out)
+    np.testing.assert_array_equal(m.restore(img, tile=0), out)

@@ -21,8 +21,8 @@ from nightflow.context import (
 )
 from nightflow.data.datasets import SyntheticDataset
 from nightflow.data.io import write_image
-from nightflow.encoders.attention import ChannelAttention
 from nightflow.errors import UserError
+from nightflow.layers import ChannelAttention
 from nightflow.maps import histogram_equalize
 from nightflow.models import build_model
 from nightflow.models.zoo import get_config

@@ -98,7 +98,9 @@ def test_rellisur_pairs_by_name_at_each_scale(rellisur_root, scale):
     ds = RellisurDataset(rellisur_root, "train", scale)
     assert len(ds) == 6
     assert [r.name for r in ds.records][:3] == ["00001-2.5", "00001-4.5", "00002-2.5"]
-    assert ds.records[1].meta == {"scene": "00001", "exposure": "4.5", "ev": -4.5}
+    assert ds.records[1].hq.parent.name == "X" + str(
+        scale
+    )  # 00001-4.5 goes with the ×s target of scene 00001
     for i in range(len(ds)):
         item = ds[i]
         assert item["lq"].shape == (3, 13, 13) and item["hq"].shape == (3, 13 * scale, 13 * scale)
@@ -313,31 +315,19 @@ def test_unpaired_folder_items_have_no_target(tmp_path):
     assert cropped[1]["lq"].shape == (3, 8, 8)
 
 
-def test_hist_eq_channels_are_computed_on_the_whole_image_and_stay_aligned(tmp_path):
-    make_pair(tmp_path / "low" / "a.png", tmp_path / "high" / "a.png", 16, 16, 2, 3)
-    full = to_tensor(read_image(tmp_path / "low" / "a.png"))
-
-    def fake_he(x: torch.Tensor) -> torch.Tensor:  # depends on the whole image through its mean
-        return (x - x.mean() + 0.5).clamp(0, 1)
-
-    cfg = DataConfig(
-        format="paired", root=str(tmp_path), scale=2, patch_size=16, crop_multiple=8, hist_eq=True
-    )
-    ds = build_dataset(cfg, train=True, hist_eq_fn=fake_he)
-    for epoch in range(3):
-        ds.set_epoch(epoch)
-        item = ds[0]
-        assert torch.allclose(item["lq_he"], (item["lq"] - full.mean() + 0.5).clamp(0, 1), atol=1e-6)
-        assert_aligned(item, 2)
+def test_removed_hist_eq_key_is_tolerated_as_false_and_refused_otherwise():
+    """Old run folders' config.yaml spell out ``hist_eq: false``; it loads. ``true`` asked for an item no model
+    reads: a one-line error naming the key."""
+    assert from_dict(DataConfig, {"format": "paired", "hist_eq": False}, "data").format == "paired"
+    with pytest.raises(ConfigError, match="data.hist_eq: this setting was removed") as info:
+        from_dict(DataConfig, {"hist_eq": True}, "data")
+    assert "\n" not in str(info.value)
 
 
-def test_hist_eq_with_the_real_maps_function(tmp_path):
-    maps = pytest.importorskip("nightflow.maps", reason="nightflow.maps.histogram_equalize not written yet")
-    make_pair(tmp_path / "low" / "a.png", tmp_path / "high" / "a.png", 16, 16, 1, 3)
-    ds = build_dataset(DataConfig(format="paired", root=str(tmp_path), hist_eq=True), train=False)
-    item = ds[0]
-    assert torch.allclose(item["lq_he"], maps.histogram_equalize(item["lq"]), atol=1e-6)
-    assert item["lq_he"].shape == item["lq"].shape and item["lq_he"].max() > item["lq"].max()
+def test_cache_false_is_refused_for_synthetic_data():
+    with pytest.raises(ConfigError, match="data.cache"):
+        DataConfig(format="synthetic", cache=False)
+    assert DataConfig(format="synthetic").cache is None and DataConfig(format="synthetic", cache=True).cache
 
 
 # ---------------------------------------------------------------------------------------------------- synthetic

@@ -17,10 +17,16 @@ from nightflow.encoders import (
     RRDBEncoder,
     build_encoder,
 )
-from nightflow.encoders.attention import ChannelAttention, WindowAttention
-from nightflow.encoders.blocks import resize
 from nightflow.errors import ConfigError, UserError
+from nightflow.layers import ChannelAttention, WindowAttention, resize
 from nightflow.maps import color_ratio_map
+from nightflow.models.zoo import get_config
+
+
+def zoo_encoder(name: str):
+    """The encoder config of a zoo model: the one preset of each size is its YAML file."""
+    return get_config(name).encoder_config
+
 
 # small sizes keep the whole file fast on a shared 2-core CPU; "alternate" exercises both attention kinds
 SMALL = {
@@ -102,7 +108,7 @@ def test_mpct_color_map_starts_as_upsampled_input_ratio():
 
 
 def test_rrdb_level_channels_stack_block_outputs():
-    assert RRDBEncoder(RRDBConfig.llflow_small(), 1, 3).out_channels == [64, 64, 64]
+    assert RRDBEncoder(zoo_encoder("llflow-small"), 1, 3).out_channels == [64, 64, 64]
     enc = RRDBEncoder(RRDBConfig(nf=8, nb=4, gc=4, stack_blocks=[1, 3]), 1, 3)
     assert enc.out_channels == [24, 24, 24]
 
@@ -112,11 +118,12 @@ def test_presets_have_the_documented_sizes():
         return sum(p.numel() for p in m.parameters()) / 1e6
 
     for s in (1, 2, 4):
-        assert 0.3 < params(MPCTEncoder(MPCTConfig.tiny(), s, 3)) < 0.8  # CPU-trainable budget
-    assert 2.0 < params(MPCTEncoder(MPCTConfig.paper(), 2, 3)) < 8.0
+        tiny = zoo_encoder(f"lolisrflow-x{s}-tiny")
+        assert 0.3 < params(MPCTEncoder(tiny, s, 3)) < 0.8  # CPU-trainable budget
+    assert 2.0 < params(MPCTEncoder(zoo_encoder("lolisrflow-x2-paper"), 2, 3)) < 8.0
     # LLFlow's published encoder sizes: 1.70 M (small) and 17.42 M (large)
-    assert params(RRDBEncoder(RRDBConfig.llflow_small(), 1, 3)) == pytest.approx(1.70, abs=0.005)
-    large = RRDBEncoder(RRDBConfig.llflow(), 1, 3)
+    assert params(RRDBEncoder(zoo_encoder("llflow-small"), 1, 3)) == pytest.approx(1.70, abs=0.005)
+    large = RRDBEncoder(zoo_encoder("llflow"), 1, 3)
     assert params(large) == pytest.approx(17.42, abs=0.005)
     assert large.out_channels == [320, 320, 320]
 
@@ -141,8 +148,13 @@ def test_bad_input_sizes_are_one_line_value_errors(name):
         enc(torch.rand(1, 4, 16, 16))
 
 
-def test_presets_round_trip_through_plain_dicts():
-    for cfg in (MPCTConfig.tiny(), MPCTConfig.paper(), RRDBConfig.llflow(), RRDBConfig.llflow_small()):
+def test_zoo_encoder_configs_round_trip_through_plain_dicts():
+    for cfg in (
+        zoo_encoder("lolisrflow-x2-tiny"),
+        zoo_encoder("lolisrflow-x2-paper"),
+        zoo_encoder("llflow"),
+        zoo_encoder("llflow-small"),
+    ):
         assert from_dict(type(cfg), to_dict(cfg)) == cfg  # what a YAML file in the zoo will hold
 
 
@@ -150,15 +162,15 @@ def test_build_encoder_is_strict():
     assert set(ENCODERS) == {"mpct", "msformer", "rrdb"}
     enc = build_encoder("rrdb", {"nf": 8, "nb": 2, "gc": 4, "stack_blocks": [1]}, 2, 3)
     assert isinstance(enc, RRDBEncoder) and enc.out_channels == [16, 16, 16]
-    assert isinstance(build_encoder("mpct", MPCTConfig.tiny(), 4, 3), MPCTEncoder)
+    assert isinstance(build_encoder("mpct", zoo_encoder("lolisrflow-x2-tiny"), 4, 3), MPCTEncoder)
     with pytest.raises(ConfigError, match="unknown encoder 'glow'"):
         build_encoder("glow", {}, 1, 3)
     with pytest.raises(ConfigError, match="encoder.dimz"):
         build_encoder("mpct", {"dimz": [8]}, 1, 3)
     with pytest.raises(ConfigError, match="RRDBConfig"):
-        build_encoder("rrdb", MPCTConfig.tiny(), 1, 3)
+        build_encoder("rrdb", zoo_encoder("lolisrflow-x2-tiny"), 1, 3)
     with pytest.raises(ConfigError, match="scale"):
-        build_encoder("rrdb", RRDBConfig.tiny(), 3, 3)
+        build_encoder("rrdb", RRDBConfig(nf=8, nb=2, gc=4, stack_blocks=[1]), 3, 3)
     with pytest.raises(ConfigError, match="stack_blocks"):
         build_encoder("rrdb", {"nb": 2, "stack_blocks": [5]}, 1, 3)
     with pytest.raises(ConfigError, match="heads"):

@@ -36,6 +36,7 @@ def _layers():
         "injector_floor": (lambda: AffineInjector(C, CC, 8, "conv", floor=0.25), CC),
         "coupling_floor": (lambda: ConditionalAffineCoupling(C, CC, 8, "cbam", floor=0.25), CC),
         "cross_coupling_floor": (lambda: CrossCoupling(C, CC, 8, floor=0.25), CC),
+        "cross_coupling_cbam_local": (lambda: CrossCoupling(C, CC, 8, "cbam-local", floor=0.25), CC),
         "squeeze": (lambda: Squeeze(), 0),
         "split_cond": (lambda: Split(C, CC), CC),
         "split_uncond": (lambda: Split(C), 0),
@@ -150,6 +151,22 @@ def test_coupling_scale_is_bounded_by_sigmoid_plus_eps():
     h = torch.tensor([[0.0, -1e4, 0.0, 1e4]]).view(1, 4, 1, 1)
     _, scale = shift_and_scale(h, eps=1e-3)
     assert scale.flatten().tolist() == pytest.approx([1e-3, 1.0 + 1e-3])
+
+
+def test_local_channel_gate_is_local_and_global_one_is_not():
+    """cbam-local's gate pools a 15 px window: a change far away leaves a pixel alone (tiles can agree)."""
+    from nightflow.layers.attention import ChannelGate
+
+    torch.manual_seed(0)
+    for window, far_changes in ((15, False), (0, True)):
+        gate = ChannelGate(8, reduction=2, window=window)
+        x = torch.rand(1, 8, 40, 40)
+        y = x.clone()
+        y[..., 30:, 30:] += 1.0
+        moved = (gate(x) - gate(y))[..., :10, :10].abs().max()
+        assert (float(moved) > 1e-6) == far_changes, window
+    with pytest.raises(ValueError, match="odd"):
+        ChannelGate(8, window=4)
 
 
 def test_scale_floor_bounds_the_scale_and_zero_floor_is_the_old_form():

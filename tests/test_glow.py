@@ -192,3 +192,27 @@ def test_bits_per_dim_and_llflow_bits_per_pixel_conventions():
     lp = standard_normal_log_prob(z)
     assert float(lp) == pytest.approx(-0.5 * 12 * math.log(2 * math.pi))
     assert float(llflow_bits_per_pixel(lp, 2, 2)) == pytest.approx(3 * 0.5 * math.log2(2 * math.pi))
+
+
+def test_sample_without_noise_sizes_from_the_first_conditioned_level():
+    """Level 0 unconditioned, level 1 conditioned (at H/4) in a 3-level flow (2^levels = 8): the noise must be
+    H×W, not 8·(H/4) (the size the old derivation took from the first conditioning tensor found)."""
+    torch.manual_seed(0)
+    flow = ConditionalGlow(GlowConfig(levels=3, steps=1, hidden=8, cond_channels=[0, 3, 0]))
+    conds = [None, torch.randn(2, 3, 4, 4), None]
+    assert flow.input_size(conds) == (2, 16, 16)
+    assert flow.noise_shape(conds) == (2, 3, 16, 16)
+    out = flow.sample(conds, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 3, 16, 16) and torch.isfinite(out).all()
+    again = flow.sample(conds, temperature=0.5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+    shapes = flow.latent_shapes(16, 16)
+    assert [
+        tuple(z.shape[1:]) for z in flow.latents_from_image(torch.zeros(flow.noise_shape(conds)))
+    ] == shapes
+
+
+def test_unknown_structure_names_from_python_raise():
+    for key, bad in (("coupling", "affin"), ("subnet", "mlp"), ("top_prior", "gaussian")):
+        with pytest.raises(ValueError, match=key):
+            GlowConfig(**{key: bad})

@@ -208,8 +208,11 @@ def test_tensor_conversions_round_trip():
     a16 = _rng_image(3, 4, np.uint16)
     np.testing.assert_array_equal(from_tensor(to_tensor(a16), np.uint16), a16)
     np.testing.assert_array_equal(from_tensor(to_tensor(a8).unsqueeze(0)), a8)
-    clipped = to_tensor(np.full((2, 2, 3), 1.5, np.float32))
-    assert clipped.max() == 1.0
+    # one policy with the API: a hair of overshoot is clipped, values beyond [0, 1] and NaN/inf are refused
+    assert to_tensor(np.full((2, 2, 3), 1.0005, np.float32)).max() == 1.0
+    for bad in (1.5, np.nan, np.inf):
+        with pytest.raises(UserError, match=r"\[0, 1\]|NaN"):
+            to_tensor(np.full((2, 2, 3), bad, np.float32))
 
 
 def test_list_images_sorting_filtering_and_errors(tmp_path):

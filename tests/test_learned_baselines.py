@@ -16,6 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import nightflow
 from nightflow.config import from_dict
 from nightflow.errors import ConfigError, UserError
+from nightflow.losses import LossSpec
 from nightflow.models import (
     MODEL_KINDS,
     JointRegressor,
@@ -157,7 +158,7 @@ def test_regression_colour_term_is_reported_and_weighted():
         encoder_config={"dims": [8, 16], "heads": [1, 2], "cond_channels": 8},
         head_channels=[8, 8, 8],
         head_blocks=1,
-        color_weight=0.5,
+        losses=[LossSpec("l1", 1.0), LossSpec("color_map_l1", 0.5)],
     )
     model = build_any(cfg)
     hq, lq = smooth_pair(2, (8, 8))

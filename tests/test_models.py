@@ -70,15 +70,35 @@ def test_encode_decode_pad_odd_sizes_and_crop_back():
     assert back.shape == hq.shape and (back - hq).abs().max() < 1e-4
 
 
-def test_log_prob_is_finite_and_differentiable():
+def test_nll_bits_per_dim_is_finite_and_differentiable():
     model = build_model(tiny(2, steps=1))
     lq, hq = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
-    bpd = model.log_prob(hq, lq)
+    bpd = model.nll_bits_per_dim(hq, lq)
     assert bpd.shape == (2,) and torch.isfinite(bpd).all()
     bpd.sum().backward()
     grads = [p.grad for p in model.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
     assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_nll_bits_per_dim_normalises_by_the_padded_dimensions_it_was_computed_over():
+    """A 37×53 input at ×1 is padded to the model's multiple; its NLL is that of the padded pair, so it is the
+    same number as the NLL of the explicitly padded pair (same context), not that number × padded/unpadded."""
+    model = build_model(tiny(1, steps=1))
+    lq, hq = torch.rand(1, 3, 37, 53), torch.rand(1, 3, 37, 53)
+    model.initialize({"hq": hq, "lq": lq})
+    model.eval()
+    m = model.pad_multiple
+    assert 37 % m and 53 % m  # the case under test: padding happens
+    ph, pw = -37 % m, -53 % m
+    lq_p = torch.nn.functional.pad(lq, (0, pw, 0, ph), mode="replicate")
+    hq_p = torch.nn.functional.pad(hq, (0, pw, 0, ph), mode="replicate")
+    ctx = model.context(lq)
+    with torch.no_grad():
+        odd = model.nll_bits_per_dim(hq, lq, ctx)
+        padded = model.nll_bits_per_dim(hq_p, lq_p, ctx)
+    assert torch.allclose(odd, padded, rtol=1e-5)
+    assert not hasattr(model, "log_prob")  # the restorer's likelihood is named for what it is
 
 
 def test_overfitting_one_pair_reduces_nll_and_l1_by_a_large_factor():

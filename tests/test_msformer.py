@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,10 +16,10 @@ import nightflow
 from flow_helpers import brute_force_logdet
 from nightflow import inference
 from nightflow.encoders import ENCODERS, MSFormerConfig, MSFormerEncoder, build_encoder
-from nightflow.encoders.attention import WindowAttention
 from nightflow.errors import ConfigError, UserError
 from nightflow.flow import CrossCoupling
 from nightflow.flow.subnets import ZeroConv2d
+from nightflow.layers import WindowAttention
 from nightflow.models import build_model
 from nightflow.models.zoo import get_config, list_models
 
@@ -206,7 +207,7 @@ def test_uptflow_tiny_flow_is_exactly_invertible_with_the_brute_force_log_determ
 
 
 def test_paper_config_parameter_count_and_a_16px_pass():
-    model = build_model(get_config("uptflow"))
+    model = build_model(get_config("uptflow-paper"))
     n_enc = sum(p.numel() for p in model.encoder.parameters())
     n_flow = sum(p.numel() for p in model.flow.parameters())
     total = sum(p.numel() for p in model.parameters())
@@ -240,24 +241,27 @@ def test_configs_are_strict(tmp_path):
     data["encoder_config"]["windw"] = 8
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(data))
-    cfg = load_config(ModelConfig, bad)  # the model config itself stores encoder_config as a mapping …
-    with pytest.raises(ConfigError, match="windw"):
-        build_model(cfg)  # … and the encoder refuses the unknown key when built
+    with pytest.raises(ConfigError, match="encoder_config.windw"):
+        load_config(ModelConfig, bad)  # the encoder's config dataclass is parsed with the model config
 
 
-def test_zoo_lists_uptflow_as_not_bundled_and_load_says_so():
+def test_uptflow_loads_the_bundled_tiny_model_offline_and_the_paper_size_says_it_has_no_weights():
     rows = {r["name"]: r for r in list_models(count_params=False)}
-    for name in ("uptflow", "uptflow-tiny"):
-        assert name in rows and rows[name]["bundled"] is False and rows[name]["scale"] == 1
+    assert rows["uptflow-tiny"]["bundled"] is True and rows["uptflow-tiny"]["scale"] == 1
+    assert rows["uptflow-paper"]["bundled"] is False
+    model = nightflow.load("uptflow")  # the alias of the bundled size, as lolisrflow-x2 is
+    assert model.restorer.cfg.name == "uptflow-tiny" and model.restorer.tiling.tileable
+    out = model.restore(np.zeros((40, 56, 3), np.uint8) + 20)
+    assert out.shape == (40, 56, 3) and out.dtype == np.uint8
     with pytest.raises(UserError, match="no bundled weights"):
-        nightflow.load("uptflow-tiny")
+        nightflow.load("uptflow-paper")
 
 
 def test_recipes_load_strictly_with_the_paper_settings():
     from nightflow.train.run import load_recipe
 
     lol = load_recipe("uptflow-lol")
-    assert lol.model.name == "uptflow" and lol.data.format == "lol" and lol.data.patch_size == 160
+    assert lol.model.name == "uptflow-paper" and lol.data.format == "lol" and lol.data.patch_size == 160
     t = lol.train
     assert (t.batch_size, t.lr, t.betas, t.warmup_steps, t.max_steps) == (8, 2e-4, [0.9, 0.99], 800, 50000)
     assert (t.schedule, t.milestones, t.gamma, t.optimizer) == (
@@ -266,7 +270,7 @@ def test_recipes_load_strictly_with_the_paper_settings():
         0.5,
         "adam",
     )
-    assert lol.model.l1_weight == 0 and lol.model.color_weight == 0  # NLL only
+    assert [s.name for s in lol.model.losses] == ["nll"]  # NLL only
     tiny = load_recipe("uptflow-tiny-synthetic")
     assert tiny.model.name == "uptflow-tiny" and tiny.data.format == "synthetic" and tiny.data.scale == 1
     with pytest.raises(ConfigError, match="lrr"):
@@ -300,3 +304,20 @@ def test_tiny_recipe_trains_two_steps(tmp_path):
     assert weights and weights[-1].parent.name == "step_0000002"
     restorer = nightflow.load(str(tmp_path / "run")).restorer
     assert restorer.cfg.name == "uptflow-tiny" and restorer.cfg.prior == "zero"
+
+
+def test_bundled_uptflow_tiles_agree_with_the_whole_image():
+    """Flow subnets pool a 15 px window (cbam-local), not the whole map, and the model states its measured tile
+    margin (88 LR px): two tiles of the model's smallest tile size reproduce the whole image within 1/255."""
+    from nightflow.data.io import read_image, to_tensor
+    from nightflow.demo import EXAMPLES
+
+    model = nightflow.load("uptflow").restorer.eval()
+    spec = model.tiling
+    assert spec.tileable and spec.margin == 88 and spec.min_tile % spec.grid == 0
+    dark = to_tensor(read_image(EXAMPLES / "mate-ladybird_dark.png")).float()  # 100×160
+    row = torch.cat([dark, dark.flip(-1), dark], -1)  # a mirrored mosaic: 400×480 of real dark content
+    lq = torch.cat([row, row.flip(-2), row, row.flip(-2)], -2)[None][..., : spec.min_tile, :448].contiguous()
+    whole = inference.restore(model, lq, tile=0)
+    tiled = inference.restore(model, lq, tile=spec.min_tile)
+    assert float((whole - tiled).abs().max()) * 255 <= 1.0

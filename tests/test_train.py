@@ -25,6 +25,7 @@ import nightflow
 from nightflow.cli import main
 from nightflow.config import from_dict
 from nightflow.errors import ConfigError, UserError
+from nightflow.models.base import SizeSpec, TilingSpec
 from nightflow.train.checkpoint import CheckpointManager
 from nightflow.train.config import TrainConfig
 from nightflow.train.ema import EMA
@@ -37,6 +38,13 @@ from nightflow.train.trainer import Trainer, TrainingDiverged
 
 class StandInRestorer(nn.Module):
     """×scale restorer with ActNorm-style data-dependent init and a Gaussian NLL on the residual."""
+
+    # the restorer contract (nightflow.models.base) that validation reads through the evaluation engine
+    stochastic = needs_target = has_exposure = False
+    sizes, tiling, dtypes = SizeSpec(), TilingSpec(), (torch.float32,)
+
+    def context(self, lq: torch.Tensor, exposure: float = 0.0) -> None:
+        return None
 
     def __init__(self, scale: int = 2, dequantize: bool = True) -> None:
         super().__init__()
@@ -74,7 +82,7 @@ class StandInRestorer(nn.Module):
         return {"total": total, "nll": nll, "l1": l1}
 
     @torch.no_grad()
-    def restore(self, lq, temperature: float = 0.0, noise=None, generator=None) -> torch.Tensor:
+    def restore(self, lq, temperature: float = 0.0, noise=None, generator=None, **kwargs) -> torch.Tensor:
         return self._mean(lq).clamp(0, 1)
 
 

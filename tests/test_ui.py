@@ -136,7 +136,9 @@ def test_browser_upload_slider_run_matches_the_cli(server, browser, tmp_path):
     _open(browser, server).send_keys(str(sample))
     _wait(browser, lambda d: sample.stem in d.find_element(By.CSS_SELECTOR, "#upload").text)  # name shown
     slider = browser.find_element(By.CSS_SELECTOR, "#temperature input[type=range]")
-    slider.click()  # lands mid-track; Home then 10 steps of 0.05 right is 0.5 exactly
+    # focus it (a click can land on a neighbouring slider's label in some layouts); Home then 10 steps of 0.05
+    # right is 0.5 exactly
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'}); arguments[0].focus();", slider)
     slider.send_keys(Keys.HOME)
     for _ in range(10):
         slider.send_keys(Keys.ARROW_RIGHT)

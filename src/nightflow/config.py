@@ -6,9 +6,10 @@ Why: a misspelt key must be an error that names the key's full path, never a sil
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
             raise ConfigError(f"{path}: {value!r} is not one of {list(args)}")
         return value
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):  # already typed (a config built in Python, or parsed by a caller)
+            return value
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping for {_type_name(tp)}, got {value!r}")
         return from_dict(tp, value, path)
@@ -87,20 +90,46 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     return value
 
 
+TYPE_FROM = "nightflow_type_from"
+
+
+def typed_by(choose: Callable[[Mapping[str, Any], Any, str], Any]) -> dict[str, Any]:
+    """Field metadata for a tagged union: ``field(default=None, metadata=typed_by(fn))`` where
+    ``fn(parent, value, key_path)`` returns the dataclass to parse the field's ``value`` into, from a sibling key
+    of the ``parent`` mapping (the encoder's config class, chosen by ``encoder``) or a tag inside the value (a
+    model config's ``kind``), or raises ConfigError naming ``key_path``. Without it a union of dataclasses would
+    take the first member whose keys happen to fit."""
+    return {TYPE_FROM: choose}
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError with the key path."""
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types raise ConfigError with the key path.
+
+    A dataclass whose stored form changed may define ``upgrade_config(data, path) -> data`` (a staticmethod) to
+    map retired keys of configs written by older versions onto current ones before the strict parse."""
+    upgrade = getattr(cls, "upgrade_config", None)
+    if upgrade is not None:
+        data = upgrade(data, path)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
+    retired = getattr(cls, "retired_keys", {})  # removed key → (the value now always in force, why)
     for key, value in data.items():
         key_path = f"{path}.{key}" if path else str(key)
+        if key not in fields and key in retired:
+            accepted, why = retired[key]
+            if value == accepted:
+                continue  # an old file spelling out what is now the only behaviour: tolerated
+            raise ConfigError(f"{key_path}: this setting was removed ({why}); delete the key")
         if key not in fields:
             close = _closest(str(key), fields)
             hint = f" (did you mean '{close}'?)" if close else ""
             raise ConfigError(
                 f"unknown config key '{key_path}'{hint}; valid keys: {', '.join(sorted(fields))}"
             )
-        kwargs[key] = _convert(value, hints[key], key_path)
+        choose = fields[key].metadata.get(TYPE_FROM)
+        tp = choose(data, value, key_path) if choose is not None else hints[key]
+        kwargs[key] = _convert(value, tp, key_path)
     missing = [
         n
         for n, f in fields.items()
@@ -115,6 +144,27 @@ def from_dict(cls: type[T], data: Mapping[str, Any], path: str = "") -> T:
         if isinstance(exc, ConfigError):
             raise
         raise ConfigError(f"{path or _type_name(cls)}: {exc}") from exc
+
+
+@functools.cache
+def _literal_fields(cls: type) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    return tuple(
+        (f.name, typing.get_args(hints[f.name]))
+        for f in fields
+        if typing.get_origin(hints[f.name]) is typing.Literal
+    )
+
+
+def check_literals(obj: Any, path: str = "") -> None:
+    """Every ``Literal``-typed field of dataclass ``obj`` holds one of its values: YAML parsing checks this, and
+    calling it from ``__post_init__`` makes a config built in Python as strict (a typo is never a silent default)."""
+    for name, choices in _literal_fields(type(obj)):
+        value = getattr(obj, name)
+        if value not in choices:
+            where = f"{path}.{name}" if path else name
+            raise ConfigError(f"{where}: {value!r} is not one of {list(choices)}")
 
 
 def to_dict(obj: Any) -> Any:

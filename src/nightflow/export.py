@@ -5,10 +5,10 @@ Why this graph and not the whole pipeline: the model's global statistics come fr
 thumbnail as an input — ``(lq, thumb[, exposure][, noise]) → hq`` — and the caller computes it once per image
 with the same function PyTorch inference uses (:mod:`nightflow.onnx_backend` does, and tiles through
 :mod:`nightflow.inference` exactly as the PyTorch backend does). ``lq`` must already be padded (replicate) to
-the model's ``pad_multiple``; ``noise`` (standard normal, image layout, s× the size of ``lq``) is an input only
+the model's ``sizes.multiple``; ``noise`` (standard normal, image layout, s× the size of ``lq``) is an input only
 when the temperature is above 0; ``exposure`` (EV shift of the model's estimate) only for models with an
-exposure head. Everything the runner needs (scale, pad multiple, minimum tile, temperature, weights hash) is
-stored in the file's metadata.
+exposure head. Everything the runner needs (scale, pad multiple, tiling grid, margin and minimum tile,
+temperature, weights hash) is stored in the file's metadata.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from . import __version__, seeding
 from .errors import SettingError, UserError
 
 DEFAULT_OPSET = 17
@@ -60,11 +60,14 @@ class RestorePath(nn.Module):
 
 
 def check_exportable(restorer: nn.Module) -> None:
-    """Only conditional flows (encoder + flow) export; baselines and regression models are refused."""
-    if not (hasattr(restorer, "encoder") and hasattr(restorer, "flow")):
+    """Only conditional flows (:class:`~nightflow.models.restorer.FlowRestorer`: encoder + flow) export;
+    learned and classical baselines are refused with one line."""
+    from .models.restorer import FlowRestorer
+
+    if not isinstance(restorer, FlowRestorer):
         raise UserError(
             f"{type(restorer).__name__} is not a conditional flow; only flow models (nightflow models: "
-            "lolisrflow-*, llflow*) export to ONNX"
+            "lolisrflow-*, llflow*, uptflow*) export to ONNX"
         )
 
 
@@ -78,17 +81,19 @@ def metadata(
     restorer: nn.Module, temperature: float, opset: int, info: dict[str, Any] | None
 ) -> dict[str, Any]:
     """What the ONNX runner must know about the graph (stored as JSON in the model's metadata)."""
-    from .api import minimum_tile
     from .context import CONTEXT_SIZE
 
     info = info or {}
+    tiling = restorer.tiling
     return {
         "nightflow": __version__,
         "model": info.get("name") or type(restorer).__name__,
         "weights_sha256": info.get("weights_sha256"),
         "scale": int(restorer.scale),
-        "pad_multiple": int(restorer.pad_multiple),
-        "min_tile": int(minimum_tile(restorer)),
+        "pad_multiple": int(restorer.sizes.multiple),
+        "min_tile": int(tiling.min_tile),
+        "tile_grid": int(tiling.grid),
+        "tile_margin": int(tiling.margin),
         "temperature": float(temperature),
         "has_exposure": bool(restorer.has_exposure),
         "context_size": CONTEXT_SIZE,
@@ -104,9 +109,9 @@ def export_onnx(
     info: dict[str, Any] | None = None,
 ) -> Path:
     """Write the restore path of ``restorer`` at ``temperature`` to ``path`` (atomically) and return it."""
-    from .api import check_temperature
     from .atomic import atomic_path
     from .context import thumbnail
+    from .pipeline import check_temperature
 
     check_exportable(restorer)
     temperature = check_temperature(temperature, "--temperature")
@@ -116,8 +121,9 @@ def export_onnx(
     except ImportError:
         raise UserError("ONNX export needs the onnx package: pip install 'nightflow[onnx]'") from None
     restorer = restorer.to("cpu").eval()
-    side = 2 * int(restorer.pad_multiple) * max(1, 32 // int(restorer.pad_multiple))
-    lq = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0)) * 0.3
+    multiple = int(restorer.sizes.multiple)
+    side = 2 * multiple * max(1, 32 // multiple)
+    lq = torch.rand(1, 3, side, side, generator=seeding.generator(0)) * 0.3
     args: list[Tensor] = [lq, thumbnail(lq)]
     names = ["lq", "thumb"]
     axes: dict[str, dict[int, str]] = {"lq": {0: "n", 2: "h", 3: "w"}, "thumb": {0: "n"}}
@@ -127,7 +133,7 @@ def export_onnx(
         axes["exposure"] = {0: "n"}
     if temperature > 0:
         s = int(restorer.scale)
-        args.append(torch.randn(1, 3, side * s, side * s, generator=torch.Generator().manual_seed(1)))
+        args.append(torch.randn(1, 3, side * s, side * s, generator=seeding.generator(1)))
         names.append("noise")
         axes["noise"] = {0: "n", 2: "sh", 3: "sw"}
     axes["hq"] = {0: "n", 2: "sh", 3: "sw"}

@@ -16,11 +16,13 @@ keep it small; "auto" only tiles when the whole image does not fit.
 
 Why one global noise tensor: a sample is ``restore(lq, temperature, noise)`` with standard normal noise in image
 layout; cropping a single noise image at every tile position gives every tile the same latent values where tiles
-overlap, so samples are as seamless as the mean path. Tile origins sit on the model's ``pad_multiple`` grid so the
+overlap, so samples are as seamless as the mean path. Tile origins sit on the model's ``tiling.grid`` so the
 flow's squeeze blocks line up across tiles.
 
-Works with any module honouring the FlowRestorer contract: attributes ``scale`` and ``pad_multiple`` and
-``restore(lq, temperature=0.0, noise=None, generator=None) -> N×3×(s·H)×(s·W)``.
+Works with any restorer honouring the contract of :mod:`nightflow.models.base` and reads only its names:
+``scale``, ``tiling`` (``tileable``, ``grid``, ``margin``), ``stochastic``, ``context(lq, exposure)`` and
+``restore(lq, temperature=, noise=, context=, target=) -> N×3×(s·H)×(s·W)``. A restorer that is not tileable
+(classical baselines: global statistics) always runs in one piece; asking it for tiles is a one-line error.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .context import ImageContext
-from .errors import ConfigError, UserError
+from .errors import ConfigError, SettingError, UserError
 
 # Peak bytes of working memory per *output* pixel of one tile, used only to pick a tile size automatically.
 # Measured as untiled peak RSS growth / output pixels at 0.25 MP on CPU (benchmarks/bench_inference.py child):
@@ -184,13 +186,45 @@ def axis_weights(
 # How far (LR pixels) a tile edge disturbs the output, measured for the bundled tiny LoLiSRFlow ×2 and ×4 by
 # `scripts/measure_tiling.py` (a 64 px crop restored with the whole image's context against the whole image):
 # the error falls to 2.8-3.1/255 at 8 px from the crop's edge, 0.6/255 at 12 px and 0.07-0.15/255 at 16 px.
+# The encoders state it as their ``tile_margin`` (``restorer.tiling.margin``); this is the default of those.
 TILE_MARGIN = 12
 
 
-def default_overlap(tile: int, multiple: int = 1) -> int:
-    """Overlap (LR pixels) used when none is given: room for the discarded ``TILE_MARGIN`` of both tiles plus an
+def default_overlap(tile: int, multiple: int = 1, margin: int = TILE_MARGIN) -> int:
+    """Overlap (LR pixels) used when none is given: room for the discarded ``margin`` of both tiles plus an
     8 px blending ramp, an eighth of large tiles, at least one pad block."""
-    return max(2 * TILE_MARGIN + 8, multiple, tile // 8)
+    return max(2 * margin + 8, multiple, tile // 8)
+
+
+def tile_for(restorer: torch.nn.Module, tile: int | None) -> int | None:
+    """``tile`` for ``restorer``: a restorer that is not tileable runs in one piece (auto → 0) and refuses
+    an explicit tile side with a one-line ``SettingError``."""
+    if restorer.tiling.tileable or not tile:
+        return tile if restorer.tiling.tileable else 0
+    raise SettingError(
+        f"{type(restorer).__name__} works on the whole image (global statistics) and cannot be tiled; "
+        "leave the tile size at auto or 0"
+    )
+
+
+def plan_for(
+    restorer: torch.nn.Module,
+    height: int,
+    width: int,
+    tile: int | None,
+    overlap: int | None = None,
+    batch: int = 1,
+    device: torch.device | None = None,
+) -> TilePlan:
+    """The tile plan ``restore`` uses for an unpadded LR image of ``height``×``width`` (for progress lines)."""
+    scale, multiple = int(restorer.scale), int(restorer.tiling.grid)
+    hp, wp = _round_up(height, multiple), _round_up(width, multiple)
+    tile = tile_for(restorer, tile)
+    if tile is None:
+        tile = auto_tile(scale, hp, wp, batch, device or module_device(restorer), multiple)
+    if overlap is None:
+        overlap = default_overlap(tile, multiple, int(restorer.tiling.margin))
+    return plan_tiles(hp, wp, tile, overlap, multiple)
 
 
 def available_memory(device: torch.device) -> int:
@@ -226,15 +260,14 @@ def auto_tile(
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Pad the bottom/right of N×C×H×W to multiples of ``multiple`` by replicating edge pixels.
+    """Pad the bottom/right of N×3×H×W to multiples of ``multiple`` by replicating edge pixels.
 
-    Replicate, as FlowRestorer pads internally, so one-piece inference equals ``restorer.restore`` exactly.
+    The restorers' own rule (:func:`nightflow.models.sizes.pad_to_multiple`), so one-piece inference equals
+    ``restorer.restore`` exactly.
     """
-    h, w = x.shape[-2:]
-    ph, pw = _round_up(h, multiple) - h, _round_up(w, multiple) - w
-    if ph == 0 and pw == 0:
-        return x
-    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+    from .models.sizes import pad_to_multiple as pad
+
+    return pad(x, multiple)[0]
 
 
 def _check_lq(lq: torch.Tensor) -> None:
@@ -273,6 +306,7 @@ def restore(
     progress: bool = False,
     exposure: float = 0.0,
     context: ImageContext | None = None,
+    target: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Restore ``lq`` (N×3×H×W in [0, 1]) to N×3×(s·H)×(s·W) in [0, 1], tiling when asked or when needed.
 
@@ -281,35 +315,42 @@ def restore(
     ``temperature`` inside the restorer; without it a temperature > 0 is refused, because per-tile noise drawn by
     the restorer would not match across tiles. ``exposure`` (EV) shifts the model's exposure estimate. The
     whole image's global statistics (``context``, see :mod:`nightflow.context`) are computed once here unless
-    given, and every tile uses them, so tiles agree with the whole-image result. The result lives on ``lq``'s
+    given, and every tile uses them, so tiles agree with the whole-image result. ``target`` (N×3×sH×sW) is
+    handed to restorers that read the ground truth (``needs_target``: oracles). The result lives on ``lq``'s
     device; tiles run on the restorer's.
     """
     _check_lq(lq)
     scale = int(restorer.scale)
-    multiple = int(getattr(restorer, "pad_multiple", 1))
+    multiple, margin = int(restorer.tiling.grid), int(restorer.tiling.margin)
     device = module_device(restorer)
     n, _, h, w = lq.shape
-    if temperature > 0 and noise is None:
+    stochastic = bool(restorer.stochastic) and temperature > 0
+    if stochastic and noise is None:
         raise ValueError("temperature > 0 needs a noise tensor; use iter_samples()/sample() or pass noise")
-    if noise is not None and tuple(noise.shape) != (n, 3, h * scale, w * scale):
-        raise ValueError(f"noise must have shape {(n, 3, h * scale, w * scale)}, got {tuple(noise.shape)}")
+    for name, extra in (("noise", noise), ("target", target)):
+        if extra is not None and tuple(extra.shape) != (n, 3, h * scale, w * scale):
+            raise ValueError(
+                f"{name} must have shape {(n, 3, h * scale, w * scale)}, got {tuple(extra.shape)}"
+            )
 
     padded = pad_to_multiple(lq, multiple)
     hp, wp = padded.shape[-2:]
-    if tile is None:
-        tile = auto_tile(scale, hp, wp, n * tile_batch, device, multiple)
-    plan = plan_tiles(hp, wp, tile, default_overlap(tile, multiple) if overlap is None else overlap, multiple)
-    if noise is not None and temperature > 0:
-        noise = F.pad(noise, (0, (wp - w) * scale, 0, (hp - h) * scale))  # zero noise = mean in the padding
+    plan = plan_for(restorer, h, w, tile, overlap, n * tile_batch, device)
+    pad_out = (0, (wp - w) * scale, 0, (hp - h) * scale)
+    noise = (
+        F.pad(noise, pad_out) if noise is not None and stochastic else None
+    )  # zero noise = mean in the padding
+    if target is not None and restorer.needs_target:
+        target = F.pad(target, pad_out, mode="replicate") if any(pad_out) else target
     else:
-        noise = None
+        target = None
 
     if context is None:
         with _EvalMode(restorer):
             context = image_context(restorer, lq.to(device), exposure)
 
-    wy = axis_weights(plan.ys, plan.tile_h, hp, scale, margin=TILE_MARGIN)
-    wx = axis_weights(plan.xs, plan.tile_w, wp, scale, margin=TILE_MARGIN)
+    wy = axis_weights(plan.ys, plan.tile_h, hp, scale, margin=margin)
+    wx = axis_weights(plan.xs, plan.tile_w, wp, scale, margin=margin)
     out = torch.zeros(n, 3, h * scale, w * scale, dtype=torch.float32, device=lq.device)
     th, tw = plan.tile_h, plan.tile_w
     jobs = [(iy, ix) for iy in range(len(plan.ys)) for ix in range(len(plan.xs))]
@@ -323,21 +364,14 @@ def restore(
                     for iy, ix in chunk
                 ]
             )
-            noise_t = None
-            if noise is not None:
-                noise_t = torch.cat(
-                    [
-                        noise[
-                            :,
-                            :,
-                            plan.ys[iy] * scale : (plan.ys[iy] + th) * scale,
-                            plan.xs[ix] * scale : (plan.xs[ix] + tw) * scale,
-                        ]
-                        for iy, ix in chunk
-                    ]
-                ).to(device)
-            extra = {} if context is None else {"context": context.repeat(len(chunk))}
-            y_t = restorer.restore(lq_t.to(device), temperature=float(temperature), noise=noise_t, **extra)
+            noise_t, target_t = (_out_tiles(t, plan, chunk, scale, device) for t in (noise, target))
+            y_t = restorer.restore(
+                lq_t.to(device),
+                temperature=float(temperature),
+                noise=noise_t,
+                context=None if context is None else context.repeat(len(chunk)),
+                target=target_t,
+            )
             y_t = y_t.to(out.device, torch.float32)
             for k, (iy, ix) in enumerate(chunk):
                 _accumulate(
@@ -348,16 +382,25 @@ def restore(
     return out.clamp_(0.0, 1.0)
 
 
-def image_context(restorer: torch.nn.Module, lq: torch.Tensor, exposure: float = 0.0) -> ImageContext | None:
-    """The whole-image context of ``lq`` for ``restorer`` (None for models without global statistics, e.g.
-    classical baselines); a non-zero ``exposure`` on a model without exposure control is a UserError."""
-    make = getattr(restorer, "context", None)
-    if make is None:
-        if exposure:
-            raise UserError(f"{type(restorer).__name__} has no exposure control; leave --exposure at 0")
+def _out_tiles(
+    full: torch.Tensor | None, plan: TilePlan, chunk: list[tuple[int, int]], scale: int, device: torch.device
+) -> torch.Tensor | None:
+    """The output-resolution crops of ``full`` (noise, target) at the tiles of ``chunk``, batched like them."""
+    if full is None:
         return None
+    th, tw = plan.tile_h * scale, plan.tile_w * scale
+    crops = []
+    for iy, ix in chunk:
+        y0, x0 = plan.ys[iy] * scale, plan.xs[ix] * scale
+        crops.append(full[:, :, y0 : y0 + th, x0 : x0 + tw])
+    return torch.cat(crops).to(device)
+
+
+def image_context(restorer: torch.nn.Module, lq: torch.Tensor, exposure: float = 0.0) -> ImageContext | None:
+    """``restorer.context(lq, exposure)``: the whole-image context (None for models without global statistics,
+    e.g. classical baselines); a non-zero ``exposure`` on a model without exposure control is a UserError."""
     try:
-        return make(lq, exposure)
+        return restorer.context(lq, exposure)
     except ConfigError as exc:
         raise UserError(str(exc)) from exc
 
@@ -403,7 +446,9 @@ def iter_samples(
     with _EvalMode(restorer):
         context = image_context(restorer, lq.to(module_device(restorer)), exposure)
     for _ in range(n):
-        noise = draw_noise(shape, generator).to(lq.device) if temperature > 0 else None
+        noise = (
+            draw_noise(shape, generator).to(lq.device) if temperature > 0 and restorer.stochastic else None
+        )
         yield restore(
             restorer,
             lq,

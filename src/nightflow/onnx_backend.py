@@ -1,7 +1,7 @@
 """Run an exported restore path (:mod:`nightflow.export`) with onnxruntime, through the same pipeline as PyTorch.
 
-Why a restorer stand-in: :class:`OnnxRestorer` honours the contract :mod:`nightflow.inference` works with
-(``scale``, ``pad_multiple``, ``context(lq, exposure)``, ``restore(lq, temperature, noise, context=)``), so
+Why a restorer stand-in: :class:`OnnxRestorer` honours the restorer contract (:mod:`nightflow.models.base`:
+``scale``, ``sizes``, ``tiling``, ``context(lq, exposure)``, ``restore(lq, temperature, noise, context=)``), so
 tiling, blending, seeded samples, the uncertainty map and the API's image conversions are the very code the
 PyTorch backend runs; the whole-image thumbnail is computed once per image by :func:`nightflow.context.thumbnail`
 and handed to every tile, as in PyTorch.
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from .context import thumbnail
 from .errors import ConfigError, ModelNotFoundError, UserError, WeightsError
 from .export import META_KEY
+from .models.base import SizeSpec, TilingSpec
 
 
 def _ort() -> Any:
@@ -95,7 +96,11 @@ def _metadata(session: Any, path: Path) -> dict[str, Any]:
 
 
 class OnnxRestorer(nn.Module):
-    """onnxruntime sessions of one model, one per temperature, behind the FlowRestorer inference contract."""
+    """onnxruntime sessions of one model, one per temperature, behind the restorer contract."""
+
+    stochastic = True
+    needs_target = False
+    dtypes = (torch.float32,)
 
     def __init__(self, files: dict[float, Path], exporter: Callable[[float], Path] | None = None) -> None:
         super().__init__()
@@ -110,8 +115,15 @@ class OnnxRestorer(nn.Module):
         meta = next(iter(self.meta.values()))
         self.scale = int(meta["scale"])
         self.pad_multiple = int(meta["pad_multiple"])
-        self.min_tile = int(meta.get("min_tile", self.pad_multiple))
         self.has_exposure = bool(meta.get("has_exposure", False))
+        self.sizes = SizeSpec(multiple=self.pad_multiple)
+        # files from before the tiling metadata: the pad grid and the encoders' default margin
+        self.tiling = TilingSpec(
+            tileable=True,
+            grid=int(meta.get("tile_grid", self.pad_multiple)),
+            margin=int(meta.get("tile_margin", 12)),
+            min_tile=int(meta.get("min_tile", self.pad_multiple)),
+        )
 
     @property
     def meta(self) -> dict[float, dict[str, Any]]:
@@ -149,8 +161,10 @@ class OnnxRestorer(nn.Module):
         noise: Tensor | None = None,
         generator: torch.Generator | None = None,
         context: OnnxContext | None = None,
+        target: Tensor | None = None,
     ) -> Tensor:
-        """N×3×sH×sW in [0, 1], like :meth:`FlowRestorer.restore`; pads to the grid and crops back."""
+        """N×3×sH×sW in [0, 1], like :meth:`FlowRestorer.restore`; pads to the grid and crops back
+        (``target`` is accepted for the contract and never read)."""
         session = self._session_for(temperature)
         ctx = self.context(lq) if context is None else context
         n, _, h, w = lq.shape
@@ -166,6 +180,20 @@ class OnnxRestorer(nn.Module):
         arrays = {k: np.ascontiguousarray(v.detach().cpu().numpy()) for k, v in feed.items() if k in wanted}
         (out,) = session.run(["hq"], arrays)
         return torch.from_numpy(out)[:, :, : s * h, : s * w].clamp(0.0, 1.0)
+
+    def sample(
+        self,
+        lq: Tensor,
+        n: int = 4,
+        temperature: float = 0.8,
+        generator: torch.Generator | None = None,
+        context: OnnxContext | None = None,
+    ) -> Tensor:
+        """``n`` samples, n×N×3×sH×sW (one graph run each)."""
+        ctx = self.context(lq) if context is None else context
+        return torch.stack(
+            [self.restore(lq, temperature, generator=generator, context=ctx) for _ in range(n)]
+        )
 
 
 def cache_folder() -> Path:

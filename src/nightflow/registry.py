@@ -26,7 +26,9 @@ class Registry(Generic[T]):
     def add(self, name: str, item: T) -> T:
         """Register ``item`` under ``name``; registering a name twice is a programming error."""
         if not name or name != name.strip():
-            raise ValueError(f"{self.kind} name must be a non-empty string without surrounding spaces: {name!r}")
+            raise ValueError(
+                f"{self.kind} name must be a non-empty string without surrounding spaces: {name!r}"
+            )
         if name in self._items:
             raise ValueError(f"{self.kind} '{name}' is already registered")
         self._items[name] = item
@@ -48,6 +50,10 @@ class Registry(Generic[T]):
             prefix = f"{where}: " if where else ""
             known = ", ".join(sorted(self._items)) or "none"
             raise ConfigError(f"{prefix}unknown {self.kind} '{name}'; choose one of: {known}") from None
+
+    def __getitem__(self, name: str) -> T:
+        """``REGISTRY[name]``: :meth:`get` without a key path (unknown names: the same one-line ConfigError)."""
+        return self.get(name)
 
     def names(self) -> list[str]:
         return sorted(self._items)

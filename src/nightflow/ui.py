@@ -1,8 +1,10 @@
 """The local web UI (`nightflow ui`): upload a dark photo, pick a model, restore, compare, sample, download.
 
-Why it calls the CLI's pipeline: every run goes through :func:`nightflow.commands.enhance.process` with the
-arguments the CLI would parse, so the UI's files are the CLI's files — the same reader (16-bit PNG/TIFF kept,
-EXIF orientation, pixel limit), the same seeds, tiles and records, the same one-line errors for bad uploads.
+Why it shares the CLI's pipeline: every run is the CLI's job for the arguments the CLI would parse
+(:func:`nightflow.commands.enhance.run_one`), whose image work is :func:`nightflow.pipeline.enhance_file` — the
+pipeline of the Python API too — so the UI's files are the CLI's files: the same reader and converter (16-bit
+PNG/TIFF kept, grey kept, EXIF orientation, pixel limit, NaN/inf refused), the same seeds
+(:mod:`nightflow.seeding`), tiles and records, the same one-line errors for bad uploads.
 The page only adds previews: a before/after slider, a gallery of samples and the uncertainty heat-map, and
 downloads of the full-resolution files. One queue with one worker runs the jobs, so two users never hold two
 models' working memory at once; the progress bar follows the tiles of long images.
@@ -39,7 +41,7 @@ def bundled_models() -> list[dict[str, Any]]:
 
 
 class Runner:
-    """Loads models on first use (kept for later runs) and runs one upload through the CLI's pipeline."""
+    """Loads models on first use (kept for later runs) and runs one upload through the shared pipeline."""
 
     def __init__(self, workdir: Path | None = None) -> None:
         self._models: dict[str, Any] = {}
@@ -87,9 +89,9 @@ class Runner:
     ) -> dict[str, Any]:
         """Restore ``upload``; returns the written files by role (main, samples, heat) and the model's scale.
         Bad uploads and settings raise the CLI's one-line ``UserError``."""
-        from .api import check_exposure, check_seed, check_temperature
         from .commands import enhance
         from .data.io import file_sha256
+        from .pipeline import check_exposure, check_seed, check_temperature
 
         check_temperature(temperature, "temperature")
         check_exposure(exposure)
@@ -118,15 +120,13 @@ class Runner:
 
 
 def preview(path: Path) -> np.ndarray:
-    """An 8-bit RGB copy for the page (the download keeps the file's own depth)."""
-    from .data.io import read_image
+    """An 8-bit RGB copy for the page (the download keeps the file's own depth), through the pipeline's
+    reader and converter."""
+    from .data.io import ImageKind, image_to_tensor, tensor_to_image
+    from .pipeline import read
 
-    img = read_image(path)
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    if img.ndim == 2:
-        img = np.repeat(img[..., None], 3, axis=2)
-    return img
+    x, _ = image_to_tensor(read(path), min_size=1)
+    return tensor_to_image(x, ImageKind(dtype=np.dtype(np.uint8), grey=False))
 
 
 def enlarged(img: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -141,7 +141,7 @@ def build_app(runner: Runner | None = None) -> Any:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # a local tool: no calls home
     import gradio as gr
 
-    from .api import MAX_TEMPERATURE
+    from .pipeline import MAX_TEMPERATURE
 
     runner = runner or Runner()
     models = bundled_models()

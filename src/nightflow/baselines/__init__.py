@@ -11,26 +11,29 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..registry import Registry
 from .base import Baseline
 from .enhance import CLAHE, AutoGamma, HistogramEqualization, LIMEStyle, OracleExposure
-from .interp import DESCRIPTIONS as INTERP_DESCRIPTIONS
-from .interp import KERNELS as INTERPOLATORS
-from .interp import Interpolation
+from .interp import INTERPOLATORS, Interpolation
 
-ENHANCERS: dict[str, type[Baseline]] = {
-    "gamma": AutoGamma,
-    "he": HistogramEqualization,
-    "clahe": CLAHE,
-    "lime": LIMEStyle,
-    "oracle": OracleExposure,
-}
-ENHANCER_DESCRIPTIONS = {
-    "gamma": "auto-gamma: per-image gamma so the mean pixel value is 0.4",
-    "he": "global histogram equalisation of HSV value, hue and saturation kept",
-    "clahe": "CLAHE (OpenCV, clip 2.0, 8x8 tiles) on HSV value, hue and saturation kept",
-    "lime": "LIME-style retinex: max-RGB illumination, guided-filter refinement, gamma 0.8, division",
-    "oracle": "ORACLE (reads the ground truth): linear-light gain matching the target's mean luminance",
-}
+# name → (class, description); a new enhancer is its class plus one line here (interpolators: ``interp.py``)
+ENHANCERS: Registry[tuple[type[Baseline], str]] = Registry("enhancer")
+ENHANCERS.add("gamma", (AutoGamma, "auto-gamma: per-image gamma so the mean pixel value is 0.4"))
+ENHANCERS.add(
+    "he", (HistogramEqualization, "global histogram equalisation of HSV value, hue and saturation kept")
+)
+ENHANCERS.add("clahe", (CLAHE, "CLAHE (OpenCV, clip 2.0, 8x8 tiles) on HSV value, hue and saturation kept"))
+ENHANCERS.add(
+    "lime",
+    (LIMEStyle, "LIME-style retinex: max-RGB illumination, guided-filter refinement, gamma 0.8, division"),
+)
+ENHANCERS.add(
+    "oracle",
+    (
+        OracleExposure,
+        "ORACLE (reads the ground truth): linear-light gain matching the target's mean luminance",
+    ),
+)
 
 
 class Cascade(Baseline):
@@ -53,7 +56,7 @@ class Cascade(Baseline):
 
 def list_baselines() -> dict[str, str]:
     """Single baseline names → description; cascade them with ``+`` (e.g. ``lime+bicubic``)."""
-    return {**ENHANCER_DESCRIPTIONS, **INTERP_DESCRIPTIONS}
+    return {name: item[1] for registry in (ENHANCERS, INTERPOLATORS) for name, item in registry.items()}
 
 
 def get_baseline(name: str, scale: int = 1) -> Baseline:
@@ -71,7 +74,7 @@ def get_baseline(name: str, scale: int = 1) -> Baseline:
         raise UserError(
             f"baseline '{name}' cannot upscale x{scale}; add an interpolator, e.g. '{name}+bicubic'"
         )
-    steps = [Interpolation(p, scale) if p in INTERPOLATORS else ENHANCERS[p]() for p in parts]
+    steps = [Interpolation(p, scale) if p in INTERPOLATORS else ENHANCERS.get(p)[0]() for p in parts]
     return steps[0] if len(steps) == 1 else Cascade(steps)
 
 
@@ -83,6 +86,8 @@ def is_baseline(name: str) -> bool:
 
 __all__ = [
     "CLAHE",
+    "ENHANCERS",
+    "INTERPOLATORS",
     "AutoGamma",
     "Baseline",
     "Cascade",

@@ -15,23 +15,26 @@ from __future__ import annotations
 import torch
 
 from ..metrics.resize import imresize
+from ..registry import Registry
 from .base import Baseline
 
-KERNELS = {"bicubic": "cubic", "lanczos": "lanczos3", "area": "area"}
-DESCRIPTIONS = {
-    "bicubic": "bicubic interpolation (Keys a=-0.5, as MATLAB imresize)",
-    "lanczos": "Lanczos-3 interpolation",
-    "area": "area resampling (box averaging when shrinking, pixel replication for integer enlargement)",
-}
+# name → (imresize kernel, description); a new interpolator is one line here
+INTERPOLATORS: Registry[tuple[str, str]] = Registry("interpolator")
+INTERPOLATORS.add("bicubic", ("cubic", "bicubic interpolation (Keys a=-0.5, as MATLAB imresize)"))
+INTERPOLATORS.add("lanczos", ("lanczos3", "Lanczos-3 interpolation"))
+INTERPOLATORS.add(
+    "area",
+    ("area", "area resampling (box averaging when shrinking, pixel replication for integer enlargement)"),
+)
 
 
 class Interpolation(Baseline):
-    """Resize by ``scale`` with one of :data:`KERNELS`; output exactly (s·H)×(s·W)."""
+    """Resize by ``scale`` with one of :data:`INTERPOLATORS`; output exactly (s·H)×(s·W)."""
 
     def __init__(self, method: str = "bicubic", scale: int = 2) -> None:
         super().__init__(scale)
         self.name = method
-        self.kernel = KERNELS[method]
+        self.kernel = INTERPOLATORS.get(method, "baseline")[0]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.scale == 1:

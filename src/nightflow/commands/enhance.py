@@ -496,26 +496,10 @@ def job_status(job: Job, records: dict[Path, dict[str, Any]], overwrite: bool) -
 
 
 def heat_map(spread, scale_max: float | None = None):
-    """Colour-map an H×W spread (std in [0, 1] units) to an 8-bit RGB heat-map (inferno), 0 = black.
+    """The pipeline's heat-map of an H×W spread (:func:`nightflow.pipeline.heat_map`)."""
+    from ..pipeline import heat_map as pipeline_heat_map
 
-    Normalised by the 99.5th percentile (or ``scale_max``) so a few extreme pixels do not wash the map out.
-    """
-    import cv2
-    import numpy as np
-
-    top = float(np.percentile(spread, 99.5)) if scale_max is None else scale_max
-    norm = np.zeros_like(spread) if top <= 0 else np.clip(spread / top, 0, 1)
-    grey = np.rint(norm * 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(grey, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def _to_output_array(img):
-    """Library images keep 8 bits; 16-bit and float inputs become 16-bit outputs."""
-    import numpy as np
-
-    if img.dtype == np.uint8 or img.dtype == np.uint16:
-        return img
-    return np.rint(np.clip(img, 0, 1) * 65535).astype(np.uint16)
+    return pipeline_heat_map(spread, scale_max)
 
 
 def _announce(job: Job, x, model, args: argparse.Namespace) -> float | None:
@@ -525,16 +509,32 @@ def _announce(job: Job, x, model, args: argparse.Namespace) -> float | None:
     h, w = x.shape[-2:]
     if h * w < ANNOUNCE_PIXELS or getattr(args, "quiet", False):
         return None
-    s, multiple = model.scale, int(getattr(model.restorer, "pad_multiple", 1))
-    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    tile = args.tile
-    if tile is None:
-        tile = inference.auto_tile(s, hp, wp, 1, model.device, multiple)
-    overlap = inference.default_overlap(tile, multiple) if args.overlap is None else args.overlap
-    count = inference.plan_tiles(hp, wp, tile, overlap, multiple).count
+    s = model.scale
+    count = inference.plan_for(model.restorer, h, w, args.tile, args.overlap, device=model.device).count
     how = f"{count} tiles" if count > 1 else "one piece (--tile 512 shows per-tile progress)"
     print(f"enhancing {job.src}: {w}×{h} → {w * s}×{h * s}, {how} ...", file=sys.stderr, flush=True)
     return time.perf_counter()
+
+
+def request_for(job: Job, args: argparse.Namespace, todo: list[Path] | None = None):
+    """The pipeline request that makes the outputs of ``job`` still to do (``todo``; default: all of them)."""
+    from ..pipeline import Request
+
+    wanted = set(job.outputs() if todo is None else todo)
+    need_heat = any(p in wanted for p in (job.heat, job.raw) if p is not None)
+    n_heat = len(job.samples) if len(job.samples) >= 2 else args.uncertainty_samples
+    return Request(
+        main=job.main in wanted,
+        temperature=args.temperature or 0.0,
+        samples=tuple(i for i, p in enumerate(job.samples) if p in wanted),
+        sample_temperature=SAMPLE_TEMPERATURE if args.temperature is None else args.temperature,
+        spread=n_heat if need_heat else 0,
+        seed=args.seed,
+        tile=args.tile,
+        overlap=args.overlap,
+        exposure=args.exposure,
+        progress=not getattr(args, "quiet", False),
+    )
 
 
 def process(
@@ -544,63 +544,40 @@ def process(
     todo: list[Path] | None = None,
     records: dict[Path, dict[str, Any]] | None = None,
 ) -> list[Path]:
-    """Run one image through the model and write the outputs in ``todo`` (default: all of them), each with its
-    record; returns the files written. Nothing is written from NaN/inf values."""
-    import numpy as np
-    import torch
-
-    from .. import inference
-    from ..api import ImageInputError, check_finite, image_to_tensor, tensor_to_image
-    from ..data.io import default_max_pixels, read_image, write_image
-    from ..errors import UserError
+    """Run one image through the pipeline (:func:`nightflow.pipeline.enhance_file`) and write the outputs in
+    ``todo`` (default: all of them), each with its record; returns the files written. Nothing is written from
+    NaN/inf values."""
+    from ..data.io import default_max_pixels
+    from ..pipeline import FileOutputs, enhance_file
 
     limit = default_max_pixels(model.scale) if args.max_pixels is None else args.max_pixels
-    img = read_image(job.src, max_pixels=limit, keep_grey=True)
-    try:
-        x, kind = image_to_tensor(img)
-    except ImageInputError as exc:
-        raise UserError(f"{job.src}: {exc}") from None
     wanted = set(job.outputs() if todo is None else todo)
     records = records or {}
-    written: list[Path] = []
-    started = _announce(job, x, model, args)
+    outputs = FileOutputs(
+        main=job.main if job.main in wanted else None,
+        samples={i: p for i, p in enumerate(job.samples) if p in wanted},
+        heat=job.heat if job.heat in wanted else None,
+        raw=job.raw if job.raw in wanted else None,
+    )
+    started: list[float | None] = [None]
 
-    def save(path: Path, arr) -> None:
-        text = {RECORD_KEY: json.dumps(records[path])} if path in records else None
-        depth = 8 if path.suffix.lower() in (".jpg", ".jpeg") else None  # JPEG holds 8 bits only
-        write_image(path, arr, overwrite=True, text=text, bit_depth=depth)  # run() chose what to redo
-        written.append(path)
+    def text(path: Path) -> dict[str, str] | None:
+        return {RECORD_KEY: json.dumps(records[path])} if path in records else None
 
-    quiet = getattr(args, "quiet", False)
-    common = dict(tile=args.tile, overlap=args.overlap, progress=not quiet, exposure=args.exposure)
-    if job.main in wanted:
-        main_t = args.temperature or 0.0
-        gen = torch.Generator().manual_seed(args.seed)
-        y = next(inference.iter_samples(model.restorer, x, 1, main_t, generator=gen, **common))
-        save(job.main, _to_output_array(tensor_to_image(y, kind)))
-    sample_t = SAMPLE_TEMPERATURE if args.temperature is None else args.temperature
-    need_samples = [p for p in job.samples if p in wanted]
-    need_heat = any(p in wanted for p in (job.heat, job.raw) if p is not None)
-    n = len(job.samples) if len(job.samples) >= 2 else args.uncertainty_samples
-    if not need_heat:
-        n = len(job.samples) if need_samples else 0
-    if n:
-        acc = inference.SpreadAccumulator()
-        gen = torch.Generator().manual_seed(args.seed)
-        stream = inference.iter_samples(model.restorer, x, n, sample_t, generator=gen, **common)
-        for i, y in enumerate(stream):
-            if i < len(job.samples) and job.samples[i] in wanted:
-                save(job.samples[i], _to_output_array(tensor_to_image(y, kind)))
-            if need_heat:
-                acc.add(check_finite(y))
-        if need_heat:
-            spread = check_finite(acc.spread(), "the uncertainty map")[0].numpy()
-            if job.heat in wanted:
-                save(job.heat, heat_map(spread))
-            if job.raw is not None and job.raw in wanted:
-                save(job.raw, np.rint(np.clip(spread, 0, 1) * 65535).astype(np.uint16))
-    if started is not None:
-        print(f"  done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    def on_start(x) -> None:
+        started[0] = _announce(job, x, model, args)
+
+    written = enhance_file(
+        model.restorer,
+        job.src,
+        request_for(job, args, todo),
+        outputs,
+        max_pixels=limit,
+        text=text,
+        on_start=on_start,
+    )
+    if started[0] is not None:
+        print(f"  done in {time.perf_counter() - started[0]:.1f} s", file=sys.stderr)
     return written
 
 
@@ -635,8 +612,8 @@ def run_one(job: Job, model, args: argparse.Namespace, status: Status, records: 
 
 def check_settings(args: argparse.Namespace) -> None:
     """Everything checkable before loading anything: ranges of temperature, seed, exposure, sample counts."""
-    from ..api import check_exposure, check_seed, check_temperature
     from ..errors import UserError
+    from ..pipeline import check_exposure, check_seed, check_temperature
 
     if args.uncertainty and args.uncertainty_samples < 2 and args.samples < 2:
         raise UserError("--uncertainty needs at least 2 samples; raise --uncertainty-samples or --samples")
@@ -724,9 +701,9 @@ def run(args: argparse.Namespace) -> int:
 
     import nightflow
 
-    from ..api import check_tile
     from ..data.io import ImageReadError, check_writable_folder, file_sha256
     from ..errors import StaleOutputError, UserError
+    from ..pipeline import check_tile
 
     quiet, as_json = bool(getattr(args, "quiet", False)), bool(getattr(args, "json", False))
     check_settings(args)

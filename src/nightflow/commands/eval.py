@@ -179,10 +179,9 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     model = resolve_model(args.model, args.scale, device)
-    if not model.is_baseline:  # baselines are never tiled
-        from ..api import check_tile
+    from ..pipeline import check_tile
 
-        check_tile(args.tile, model.restorer, "--tile")
+    check_tile(args.tile, model.restorer, "--tile")  # whole-image methods (baselines) accept auto or 0 only
     cfg = _data_config(args, model.scale)
     dataset = build_dataset(cfg, train=False)
     records = getattr(dataset, "records", [])

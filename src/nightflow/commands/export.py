@@ -42,11 +42,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import check_temperature
     from ..data.io import check_writable_folder, file_sha256
     from ..errors import UserError
     from ..export import check_exportable, check_opset, export_onnx
     from ..models.zoo import load_restorer
+    from ..pipeline import check_temperature
 
     target: Path = args.onnx
     if target.suffix.lower() != ".onnx":

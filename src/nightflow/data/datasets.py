@@ -3,8 +3,9 @@
 Why one class for all: every paired format reduces to a list of (low-quality file, high-quality file, name)
 records found by its own folder rules (``layouts``); one ``PairedImageDataset`` then loads them, checks sizes
 against the scale, crops aligned patches and augments. Items are dicts ``{"lq": 3×h×w, "hq": 3×(s·h)×(s·w), "name": str}`` (unpaired:
-no "hq"; with ``hist_eq`` also "lq_he", the histogram-equalised LQ, same size). Random crops and flips come from
-a generator seeded by (seed, epoch, index): call ``set_epoch`` every epoch, and a resumed run is exact.
+no "hq") plus the whole-image context keys. Random crops and flips come from a generator seeded by (seed, epoch,
+index): call ``set_epoch`` every epoch, and a resumed run is exact. Formats are a registry (``DATASET_FORMATS``):
+a new one is its folder rule (``layouts``) plus one registration line at the end of this file.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..config import check_literals
 from ..context import oracle_log2_gain, thumbnail
 from ..errors import ConfigError, UserError
+from ..registry import Registry
 from . import degrade as deg
 from .io import list_images, read_image, read_image_size, to_tensor
 from .layouts import (
@@ -37,22 +40,23 @@ from .layouts import (
 )
 from .transforms import augment, check_patch_size, crop_to_multiple, item_generator, paired_crop
 
-Format = Literal["rellisur", "lol", "lolv2", "lolblur", "paired", "unpaired", "synthetic"]
-HistEq = Callable[[torch.Tensor], torch.Tensor]
+# format name → builder(cfg, train) of its dataset; registered at the end of this file, one line each
+DATASET_FORMATS: Registry[Callable[[DataConfig, bool], Dataset]] = Registry("dataset format")
 
 
 @dataclass
 class DataConfig:
     """Where the data is and how items are cut; loaded strictly with ``nightflow.config.from_dict``."""
 
-    format: Format = "paired"
+    format: str = (
+        "paired"  # a name in DATASET_FORMATS: rellisur, lol, lolv2, lolblur, paired, unpaired, synthetic
+    )
     root: str = ""
     split: str = "train"  # train | val | test (folder names matched case-insensitively; LOL: test = eval15)
     scale: int = 1  # 1, 2 or 4: the HQ image is scale× the LQ image
     patch_size: int | None = None  # HR crop side in training; None = whole images
     crop_multiple: int = 8  # the flow's 2^L: HR crops divide by lcm(scale, crop_multiple)
     augment: bool = True  # random flips and 90° rotations (training only)
-    hist_eq: bool = False  # add "lq_he" (histogram-equalised LQ) to every item
     preset: str = "dfsr-lle"  # synthetic: degradation preset
     ev_range: list[float] | None = None  # synthetic: [low, high] EV, overrides the preset's range
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
@@ -62,7 +66,9 @@ class DataConfig:
     subset: Literal["real", "synthetic"] = "real"  # lolv2: Real_captured or Synthetic
     crop_lq: int | None = None  # square top-left crop of every LQ image (RELLISUR practice: 624); HQ matched
     check_sizes: bool = True  # read all headers up front so a size mismatch fails before training starts
-    cache: bool = False  # keep decoded images in memory
+    # keep decoded images in memory; None = the format's default: image files are re-read, synthetic photos are
+    # always kept (each is re-read for every crop), so ``cache: false`` is refused for synthetic data
+    cache: bool | None = None
     recursive: bool = True  # look into subfolders (paired/unpaired/synthetic)
     scene_size: int = (
         384  # synthetic: side (HR px) of the "whole image" each crop is cut from and degraded with
@@ -71,7 +77,23 @@ class DataConfig:
         default_factory=lambda: [0.5, 1.0]
     )  # synthetic: photos are resized by a factor drawn from this range before the scene is cut (training)
 
+    # removed keys that old run configs (config.yaml) still hold: tolerated with the value that is now the only
+    # behaviour, refused with their reason otherwise (``nightflow.config.from_dict``)
+    retired_keys: ClassVar[dict[str, tuple[object, str]]] = {
+        "hist_eq": (
+            False,
+            "no model reads the 'lq_he' item (the encoders equalise from the whole-image context)",
+        ),
+    }
+
     def __post_init__(self) -> None:
+        DATASET_FORMATS.get(self.format, "data.format")
+        check_literals(self, "data")
+        if self.cache is False and self.format == "synthetic":
+            raise ConfigError(
+                "data.cache: synthetic data always keeps its photos decoded (each is re-read for every crop), "
+                "so 'cache: false' cannot be honoured; remove the key"
+            )
         if self.scale not in (1, 2, 4):
             raise ConfigError(f"data.scale must be 1, 2 or 4, got {self.scale}")
         if self.crop_multiple < 1:
@@ -84,21 +106,10 @@ class DataConfig:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
             raise ConfigError(f"data.scene_size must be >= 16, got {self.scene_size}")
-        if self.preset not in deg.PRESETS:
-            raise ConfigError(
-                f"data.preset '{self.preset}' is unknown; choose one of {', '.join(deg.PRESETS)}"
-            )
+        deg.PRESETS.get(self.preset, "data.preset")
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
-
-
-def _default_hist_eq() -> HistEq:
-    try:
-        from ..maps import histogram_equalize
-    except ImportError as exc:  # pragma: no cover - depends on the maps module being present
-        raise RuntimeError("hist_eq needs nightflow.maps.histogram_equalize, which is not available") from exc
-    return histogram_equalize
 
 
 class _Loader:
@@ -128,8 +139,6 @@ class PairedImageDataset(Dataset):
         crop_multiple: int = 8,
         train: bool = False,
         augment: bool = True,
-        hist_eq: bool = False,
-        hist_eq_fn: HistEq | None = None,
         seed: int = 0,
         crop_lq: int | None = None,
         check_sizes: bool = True,
@@ -143,7 +152,6 @@ class PairedImageDataset(Dataset):
         self.scale, self.patch_size, self.train, self.seed = scale, patch_size, train, seed
         self.augment = augment and train
         self.crop_lq = crop_lq
-        self.hist_eq_fn = (hist_eq_fn or _default_hist_eq()) if hist_eq else None
         self.epoch = 0
         self._load = _Loader(cache)
         if check_sizes:
@@ -200,26 +208,20 @@ class PairedImageDataset(Dataset):
         return self._finish(lq, hq, r.name, index)
 
     def _finish(self, lq: torch.Tensor, hq: torch.Tensor | None, name: str, index: int) -> dict[str, Any]:
-        """Histogram equalisation (on the whole LQ image), aligned crop, augmentation; build the item dict."""
-        he = self.hist_eq_fn(lq) if self.hist_eq_fn is not None else None
+        """Whole-image context, aligned crop, augmentation; build the item dict."""
         context = whole_image_context(lq, hq)
         gen = item_generator(self.seed, self.epoch, index) if self.train else None
         if self.patch_size is not None:
-            stacked = lq if he is None else torch.cat([lq, he], 0)
-            stacked, hq = paired_crop(stacked, hq, self.patch_size, self.scale, gen, name)
-            lq, he = (stacked, None) if he is None else (stacked[:3], stacked[3:])
+            lq, hq = paired_crop(lq, hq, self.patch_size, self.scale, gen, name)
         if self.augment and gen is not None:
             square = lq.shape[-1] == lq.shape[-2]
-            parts = [t for t in (lq, hq, he) if t is not None]
+            parts = [t for t in (lq, hq) if t is not None]
             out = iter(augment(parts, gen, rotate=square))
             lq = next(out)
             hq = next(out) if hq is not None else None
-            he = next(out) if he is not None else None
         item: dict[str, Any] = {"lq": lq.contiguous(), "name": name, **context}
         if hq is not None:
             item["hq"] = hq.contiguous()
-        if he is not None:
-            item["lq_he"] = he.contiguous()
         return item
 
 
@@ -324,8 +326,6 @@ class SyntheticDataset(Dataset):
         seed: int = 0,
         train: bool = True,
         augment: bool = True,
-        hist_eq: bool = False,
-        hist_eq_fn: HistEq | None = None,
         ev_range: tuple[float, float] | list[float] | None = None,
         recursive: bool = True,
         cache: bool = True,
@@ -353,7 +353,6 @@ class SyntheticDataset(Dataset):
         self.scene_scale = (float(min(scene_scale)), float(max(scene_scale)))
         self.length = length or len(self.photos)
         self.augment = augment and train
-        self.hist_eq_fn = (hist_eq_fn or _default_hist_eq()) if hist_eq else None
         self.epoch = 0
         self._load = _Loader(cache)
 
@@ -405,57 +404,83 @@ class SyntheticDataset(Dataset):
             lq, hq = augment([lq, hq], gen, rotate=hq.shape[-1] == hq.shape[-2])
         item: dict[str, Any] = {"lq": lq.contiguous(), "hq": hq.contiguous(), "name": f"{photo.stem}#{index}"}
         item.update(context)
-        if self.hist_eq_fn is not None:
-            item["lq_he"] = self.hist_eq_fn(lq).contiguous()
         return item
 
 
 # ---------------------------------------------------------------------------------------------------- factory
 
 
-def build_dataset(cfg: DataConfig, train: bool, hist_eq_fn: HistEq | None = None) -> Dataset:
-    """The dataset ``cfg`` describes; ``train`` turns on random crops and augmentation (else central/whole)."""
-    common: dict[str, Any] = {
+def _common(cfg: DataConfig, train: bool) -> dict[str, Any]:
+    return {
         "patch_size": cfg.patch_size,
         "crop_multiple": cfg.crop_multiple,
         "train": train,
         "augment": cfg.augment,
-        "hist_eq": cfg.hist_eq,
-        "hist_eq_fn": hist_eq_fn,
         "seed": cfg.seed,
     }
-    if cfg.format in ("lol", "lolv2", "lolblur") and cfg.scale != 1:
+
+
+def _files(cfg: DataConfig, train: bool) -> dict[str, Any]:
+    """Keyword arguments of every image-file dataset."""
+    files = {"crop_lq": cfg.crop_lq, "check_sizes": cfg.check_sizes, "cache": bool(cfg.cache)}
+    return {**_common(cfg, train), **files}
+
+
+def _same_size(cfg: DataConfig) -> None:
+    if cfg.scale != 1:
         raise UserError(f"{cfg.format} pairs are the same size (×1); set data.scale to 1, not {cfg.scale}")
-    if cfg.format == "synthetic":
-        return SyntheticDataset(
-            cfg.root,
-            split=cfg.split,
-            scale=cfg.scale,
-            preset=cfg.preset,
-            length=cfg.length,
-            ev_range=cfg.ev_range,
-            recursive=cfg.recursive,
-            cache=True,  # photos are re-read for every crop: always keep them decoded
-            scene_size=cfg.scene_size,
-            scene_scale=cfg.scene_scale,
-            **common,
-        )
-    paired = {"crop_lq": cfg.crop_lq, "check_sizes": cfg.check_sizes, "cache": cfg.cache}
-    if cfg.format == "rellisur":
-        return RellisurDataset(cfg.root, cfg.split, cfg.scale, **common, **paired)
-    if cfg.format == "lol":
-        return LOLDataset(cfg.root, cfg.split, **common, **paired)
-    if cfg.format == "lolv2":
-        return LOLv2Dataset(cfg.root, cfg.split, cfg.subset, **common, **paired)
-    if cfg.format == "lolblur":
-        return LOLBlurDataset(cfg.root, cfg.split, cfg.lq_dir, cfg.hq_dir, **common, **paired)
-    if cfg.format == "paired":
-        return PairedFolderDataset(
-            cfg.root, cfg.split, cfg.lq_dir, cfg.hq_dir, cfg.recursive, scale=cfg.scale, **common, **paired
-        )
-    if cfg.format == "unpaired":
-        paired["check_sizes"] = False
-        return UnpairedFolderDataset(
-            cfg.root, cfg.split, cfg.lq_dir, cfg.recursive, scale=cfg.scale, **common, **paired
-        )
-    raise ConfigError(f"data.format '{cfg.format}' is unknown")  # unreachable: Literal checked by from_dict
+
+
+def _lol(cfg: DataConfig, train: bool) -> Dataset:
+    _same_size(cfg)
+    return LOLDataset(cfg.root, cfg.split, **_files(cfg, train))
+
+
+def _lolv2(cfg: DataConfig, train: bool) -> Dataset:
+    _same_size(cfg)
+    return LOLv2Dataset(cfg.root, cfg.split, cfg.subset, **_files(cfg, train))
+
+
+def _lolblur(cfg: DataConfig, train: bool) -> Dataset:
+    _same_size(cfg)
+    return LOLBlurDataset(cfg.root, cfg.split, cfg.lq_dir, cfg.hq_dir, **_files(cfg, train))
+
+
+def _unpaired(cfg: DataConfig, train: bool) -> Dataset:
+    kw = {**_files(cfg, train), "check_sizes": False}
+    return UnpairedFolderDataset(cfg.root, cfg.split, cfg.lq_dir, cfg.recursive, scale=cfg.scale, **kw)
+
+
+def _synthetic(cfg: DataConfig, train: bool) -> Dataset:
+    return SyntheticDataset(
+        cfg.root,
+        split=cfg.split,
+        scale=cfg.scale,
+        preset=cfg.preset,
+        length=cfg.length,
+        ev_range=cfg.ev_range,
+        recursive=cfg.recursive,
+        cache=True,  # photos are re-read for every crop: always keep them decoded (DataConfig refuses cache)
+        scene_size=cfg.scene_size,
+        scene_scale=cfg.scene_scale,
+        **_common(cfg, train),
+    )
+
+
+DATASET_FORMATS.add("rellisur", lambda c, t: RellisurDataset(c.root, c.split, c.scale, **_files(c, t)))
+DATASET_FORMATS.add("lol", _lol)
+DATASET_FORMATS.add("lolv2", _lolv2)
+DATASET_FORMATS.add("lolblur", _lolblur)
+DATASET_FORMATS.add(
+    "paired",
+    lambda c, t: PairedFolderDataset(
+        c.root, c.split, c.lq_dir, c.hq_dir, c.recursive, scale=c.scale, **_files(c, t)
+    ),
+)
+DATASET_FORMATS.add("unpaired", _unpaired)
+DATASET_FORMATS.add("synthetic", _synthetic)
+
+
+def build_dataset(cfg: DataConfig, train: bool) -> Dataset:
+    """The dataset ``cfg`` describes; ``train`` turns on random crops and augmentation (else central/whole)."""
+    return DATASET_FORMATS.get(cfg.format, "data.format")(cfg, train)

@@ -30,11 +30,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..registry import Registry
 
 # ---------------------------------------------------------------------------------------------------- helpers
 
@@ -361,19 +363,18 @@ class DegradeConfig:
     motion_length: tuple[float, float] = (3.0, 25.0)
 
 
-PRESETS: dict[str, DegradeConfig] = {
-    "dfsr-lle": DegradeConfig(name="dfsr-lle"),
-    "lol-blur": DegradeConfig(name="lol-blur", scales=(1,), motion_blur_prob=1.0),
-}
+# name → recipe; a new preset is one line here
+PRESETS: Registry[DegradeConfig] = Registry("degradation preset")
+PRESETS.add("dfsr-lle", DegradeConfig(name="dfsr-lle"))
+PRESETS.add("lol-blur", DegradeConfig(name="lol-blur", scales=(1,), motion_blur_prob=1.0))
 
 
 def get_preset(preset: str | DegradeConfig) -> DegradeConfig:
-    """A preset by name (``dfsr-lle``, ``lol-blur``) or a ready ``DegradeConfig``; unknown names → ValueError."""
+    """A preset by name (``dfsr-lle``, ``lol-blur``) or a ready ``DegradeConfig`` (a copy, so callers may replace
+    fields); unknown names → a one-line ConfigError (a ValueError) listing the presets."""
     if isinstance(preset, DegradeConfig):
         return preset
-    if preset not in PRESETS:
-        raise ValueError(f"unknown degradation preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    return dataclasses.replace(PRESETS[preset])
+    return dataclasses.replace(PRESETS.get(preset))
 
 
 @dataclass
@@ -392,7 +393,6 @@ class DegradationParams:
     read_noise: float = 0.0
     row_noise: float = 0.0
     quant_bits: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,8 +2,9 @@
 
 Why a module of its own: Pillow silently truncates 16-bit RGB PNG to 8 bits and most readers ignore EXIF
 orientation, so every loader and command goes through these functions to get the exact pixels the user has.
-Reading returns H×W×3 numpy arrays in the file's own dtype; ``to_tensor`` turns them into the library's
-3×H×W float32 [0, 1] tensors. Writing is atomic (temporary name, then ``os.replace``).
+Reading returns H×W×3 numpy arrays in the file's own dtype; ``image_to_tensor``/``to_tensor`` turn them
+(and PIL images) into the library's float32 [0, 1] tensors and ``tensor_to_image`` back into the same kind: the
+one converter of every front end, with one NaN and range policy (see the tensors section). Writing is atomic (temporary name, then ``os.replace``).
 
 Reliability: the pixel count is read from the header and checked against a limit *before* anything is decoded
 (a 118 KB PNG can ask for gigabytes); multi-page files say that only the first page is used; write failures
@@ -36,7 +37,7 @@ import torch
 from PIL import Image
 
 from ..atomic import atomic_path
-from ..errors import OutputError, ResourceLimitError, UserError
+from ..errors import ImageValueError, NonFiniteOutputError, OutputError, ResourceLimitError, UserError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 WRITE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -263,25 +264,33 @@ def _decode_opened(im: Image.Image) -> tuple[np.ndarray, int]:
         except Exception as exc:
             raise _DecodeError(f"truncated or corrupt image data ({_one_line(exc)})") from exc
         orientation = _pillow_orientation(im)
-        mode = im.mode
-        if mode == "P":
-            im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-        elif mode == "PA":
-            im = im.convert("RGBA")
-        elif mode == "1":
-            im = im.convert("L")
-        elif mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-            im = im.convert("RGB")
-        arr = np.asarray(im)
-        if mode.startswith("I;16"):
-            arr = arr.astype(np.uint16)
-        elif mode == "I":
-            if arr.size and (arr.min() < 0 or arr.max() > 65535):
-                raise _DecodeError("32-bit integer pixels are not supported (save as 16-bit or float TIFF)")
-            arr = arr.astype(np.uint16)
-        elif mode == "F":
-            arr = arr.astype(np.float32)
+        arr = _pil_pixels(im)
     return arr, orientation
+
+
+# PIL modes converted before their pixels are read, and what they become (P with transparency: RGBA).
+_PIL_CONVERT = {"1": "L", "P": "RGB", "PA": "RGBA", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB"}
+_PIL_CONVERT.update({"RGBX": "RGB", "RGBa": "RGBA", "La": "LA"})
+
+
+def _pil_pixels(im: Image.Image) -> np.ndarray:
+    """The pixels of a loaded PIL image in their own dtype (uint8, uint16 for I;16/I, float32 for F), grey as
+    H×W, alpha kept (``_to_rgb``/the converter drop it); ``_DecodeError`` for 32-bit integers beyond 16 bits."""
+    mode = im.mode
+    if mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    elif mode in _PIL_CONVERT:
+        im = im.convert(_PIL_CONVERT[mode])
+    arr = np.asarray(im)
+    if mode.startswith("I;16"):
+        arr = arr.astype(np.uint16)
+    elif mode == "I":
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise _DecodeError("32-bit integer pixels are not supported (save as 16-bit or float TIFF)")
+        arr = arr.astype(np.uint16)
+    elif mode == "F":
+        arr = arr.astype(np.float32)
+    return arr
 
 
 def _decode_png16(data: bytes) -> tuple[np.ndarray, int]:
@@ -465,42 +474,186 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- tensors
+#
+# The one image <-> tensor converter of nightflow (CLI, Python API, web UI, datasets, metrics' callers), with one
+# policy: uint8, uint16 or float in [0, 1] (1e-3 of slack, clipped) in; NaN/inf, other dtypes and floats outside
+# [0, 1] are refused with a one-line ImageInputError (a ValueError and a UserError); the output is handed back as
+# the same kind (dtype, grey-ness, H×W×1, PIL mode); EXIF orientation is applied to PIL images as read_image
+# applies it to files; non-finite *output* is refused (NonFiniteOutputError), never written as black.
+
+FLOAT_SLACK = 1e-3  # float inputs may overshoot [0, 1] by this much (rounding in the caller's pipeline)
+# ITU-R BT.601 luma, the weights PIL's convert("L") uses, so grey in -> grey out matches what users expect.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class ImageInputError(ImageValueError):
+    """An image nightflow cannot work on (empty, too small, NaN, wrong channels or dtype): one line."""
+
+
+@dataclass(frozen=True)
+class ImageKind:
+    """How an input image was given, so the output can be handed back the same way."""
+
+    dtype: np.dtype
+    grey: bool
+    keepdim: bool = False  # grey given as H×W×1
+    pil_mode: str | None = None  # None: numpy
+
+
+def _from_pil(img: Image.Image) -> tuple[np.ndarray, str]:
+    """Pixels of a PIL image, upright (its EXIF orientation applied, as ``read_image`` does for files), and the
+    PIL mode its result is handed back in."""
+    try:
+        arr = _pil_pixels(img)
+    except _DecodeError as exc:
+        raise ImageInputError(f"{exc}; convert the PIL image to 16-bit or 8-bit first") from None
+    arr = apply_exif_orientation(arr, _pillow_orientation(img))
+    if arr.dtype == np.uint16:
+        return arr, "I;16"
+    if arr.dtype == np.float32 and arr.ndim == 2:
+        return arr, "F"
+    return arr, ("L" if arr.ndim == 2 or arr.shape[-1] == 2 else "RGB")
+
+
+def image_to_tensor(img: object, *, min_size: int = 2) -> tuple[torch.Tensor, ImageKind]:
+    """Validate ``img`` (numpy H×W / H×W×1 / H×W×3 / H×W×4, or PIL) and return a 1×3×H×W float32 tensor in
+    [0, 1] and its :class:`ImageKind`.
+
+    Raises :class:`ImageInputError` with a one-line reason for images below ``min_size`` pixels a side, NaN/inf,
+    floats outside [0, 1], a wrong channel count or an unsupported dtype; warns (``AlphaDroppedWarning``) when
+    an alpha channel is dropped.
+    """
+    pil_mode = None
+    if isinstance(img, Image.Image):
+        arr, pil_mode = _from_pil(img)
+    elif isinstance(img, np.ndarray):
+        arr = img
+    elif isinstance(img, torch.Tensor):
+        raise ImageInputError(
+            "expected a numpy array or PIL image, got a torch.Tensor; for tensors call "
+            "nightflow.inference.restore(model.restorer, x)"
+        )
+    else:
+        raise ImageInputError(f"expected a numpy array or PIL image, got {type(img).__name__}")
+
+    keepdim = False
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr, keepdim = arr[..., 0], True
+    if arr.ndim == 3 and arr.shape[-1] == 2 and pil_mode == "L":  # PIL LA: grey + alpha
+        warnings.warn(
+            "alpha channel dropped: nightflow restores the grey channel only",
+            AlphaDroppedWarning,
+            stacklevel=3,
+        )
+        arr = arr[..., 0]
+    if arr.ndim == 3 and arr.shape[-1] == 2:
+        raise ImageInputError(
+            f"image has 2 channels (shape {arr.shape}); give H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA)"
+        )
+    if arr.ndim == 3 and arr.shape[-1] == 4:
+        warnings.warn(
+            "alpha channel dropped: nightflow restores the RGB channels only",
+            AlphaDroppedWarning,
+            stacklevel=3,
+        )
+        arr = arr[..., :3]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] != 3):
+        hint = ""
+        if arr.ndim == 3 and arr.shape[0] in (1, 3, 4):
+            hint = " (looks channels-first: use arr.transpose(1, 2, 0))"
+        raise ImageInputError(
+            f"wrong number of channels: shape {arr.shape}; give H×W (grey), H×W×3 (RGB) or H×W×4 (RGBA){hint}"
+        )
+    h, w = arr.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageInputError(f"empty image (shape {arr.shape}); give an image of at least 2×2 pixels")
+    if h < min_size or w < min_size:
+        raise ImageInputError(
+            f"image is only {h}×{w} pixels; give an image of at least {min_size}×{min_size} pixels"
+        )
+
+    dtype = arr.dtype
+    if dtype == np.uint8:
+        x = arr.astype(np.float32) / 255.0
+    elif dtype == np.uint16:
+        x = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(dtype, np.floating):
+        x = arr.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise ImageInputError("image contains NaN or infinite values; clean or clip the array first")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            raise ImageInputError(
+                f"float image values must lie in [0, 1], got [{lo:.4g}, {hi:.4g}]; "
+                "divide 8-bit data by 255 (16-bit by 65535)"
+            )
+        x = np.clip(x, 0.0, 1.0)
+    else:
+        raise ImageInputError(f"unsupported dtype {dtype}; give uint8, uint16 or float in [0, 1]")
+
+    grey = x.ndim == 2
+    if grey:
+        x = np.repeat(x[..., None], 3, axis=-1)
+    tensor = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    return tensor, ImageKind(dtype=np.dtype(dtype), grey=grey, keepdim=keepdim, pil_mode=pil_mode)
+
+
+def check_finite(x: torch.Tensor, what: str = "the restored image") -> torch.Tensor:
+    """Refuse NaN/inf model output: clamping would turn it into a black image that looks like a result."""
+    if not bool(torch.isfinite(x).all()):
+        raise NonFiniteOutputError(
+            f"the model produced NaN/inf values for {what}; its weights may be corrupt (reload or re-train "
+            "them); nothing was written"
+        )
+    return x
+
+
+def _quantize(arr: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float [0, 1] → ``dtype`` (uint8, uint16: rounded half to even; floats: cast)."""
+    if dtype == np.uint8:
+        return np.rint(arr * 255.0).astype(np.uint8)
+    if dtype == np.uint16:
+        return np.rint(arr * 65535.0).astype(np.uint16)
+    if dtype.kind == "f":
+        return arr.astype(dtype)
+    raise ValueError(f"unsupported output dtype {dtype} (use uint8, uint16 or float32)")
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    """3×H×W or 1×3×H×W tensor → H×W×3 float32 numpy in [0, 1]; NaN/inf refused."""
+    if x.ndim == 4:
+        if x.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of {x.shape[0]}")
+        x = x[0]
+    if x.ndim != 3 or x.shape[0] != 3:
+        raise ValueError(f"expected a 3×H×W tensor, got shape {tuple(x.shape)}")
+    check_finite(x)
+    return x.detach().to("cpu", torch.float32).clamp(0, 1).numpy().transpose(1, 2, 0)
+
+
+def tensor_to_image(x: torch.Tensor, kind: ImageKind) -> object:
+    """Turn a 3×H×W or 1×3×H×W tensor in [0, 1] back into an image of ``kind`` (same dtype, grey-ness, PIL)."""
+    arr = _hwc(x)
+    if kind.grey:
+        arr = arr @ _LUMA
+        if kind.keepdim:
+            arr = arr[..., None]
+    out = np.ascontiguousarray(_quantize(arr, np.dtype(kind.dtype)))
+    if kind.pil_mode is None:
+        return out
+    return Image.fromarray(out)
 
 
 def to_tensor(arr: np.ndarray) -> torch.Tensor:
-    """H×W×3 (or H×W) uint8/uint16/float array → 3×H×W float32 tensor in [0, 1] (floats are clipped)."""
-    a = np.asarray(arr)
-    if a.ndim == 2:
-        a = a[:, :, None].repeat(3, axis=2)
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"expected an H×W×3 image array, got shape {a.shape}")
-    if a.dtype == np.uint8:
-        t = torch.from_numpy(a.astype(np.float32) / 255.0)
-    elif a.dtype == np.uint16:
-        t = torch.from_numpy(a.astype(np.float32) / 65535.0)
-    elif a.dtype.kind == "f":
-        t = torch.from_numpy(np.nan_to_num(a.astype(np.float32), nan=0.0).clip(0.0, 1.0))
-    else:
-        raise ValueError(f"unsupported image dtype {a.dtype} (expected uint8, uint16 or float)")
-    return t.permute(2, 0, 1).contiguous()
+    """H×W×3 (or H×W) uint8/uint16/float array → 3×H×W float32 tensor in [0, 1]: :func:`image_to_tensor`'s
+    policy (NaN/inf and floats outside [0, 1] refused) for one image of any size."""
+    return image_to_tensor(np.asarray(arr), min_size=1)[0][0]
 
 
 def from_tensor(t: torch.Tensor, dtype: type | np.dtype = np.uint8) -> np.ndarray:
-    """3×H×W (or 1×3×H×W) float tensor in [0, 1] → H×W×3 array of ``dtype`` (uint8, uint16 or float32)."""
-    if t.ndim == 4 and t.shape[0] == 1:
-        t = t[0]
-    if t.ndim != 3 or t.shape[0] != 3:
-        raise ValueError(f"expected a 3×H×W tensor, got shape {tuple(t.shape)}")
-    a = t.detach().to("cpu", torch.float32).clamp(0.0, 1.0).permute(1, 2, 0).numpy()
-    a = np.nan_to_num(a, nan=0.0)
-    dt = np.dtype(dtype)
-    if dt == np.uint8:
-        return np.round(a * 255.0).astype(np.uint8)
-    if dt == np.uint16:
-        return np.round(a.astype(np.float64) * 65535.0).astype(np.uint16)
-    if dt.kind == "f":
-        return np.ascontiguousarray(a, dtype=dt)
-    raise ValueError(f"unsupported output dtype {dt} (use uint8, uint16 or float32)")
+    """3×H×W (or 1×3×H×W) float tensor in [0, 1] → H×W×3 array of ``dtype`` (uint8, uint16 or float32);
+    NaN/inf refused (``NonFiniteOutputError``)."""
+    return np.ascontiguousarray(_quantize(_hwc(t), np.dtype(dtype)))
 
 
 # ---------------------------------------------------------------------------------------------------- writing

@@ -8,9 +8,8 @@ returns plain ``PairRecord`` lists that one dataset class loads, so each rule is
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import UserError
 from .io import list_images
@@ -23,7 +22,6 @@ class PairRecord:
     lq: Path
     hq: Path | None
     name: str
-    meta: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------------- folder rules
@@ -125,14 +123,14 @@ def rellisur_records(root: Path, split: str, scale: int) -> list[PairRecord]:
     by_scene = {f.stem.split("-")[0].lower(): f for f in list_images(nlhr)} if nlhr else {}
     records = []
     for f in list_images(lllr):
-        scene, tag, ev = parse_rellisur_name(f.stem)
+        scene = parse_rellisur_name(f.stem)[0]
         hq = dup_files.get(f.name.lower()) or by_scene.get(scene.lower())
         if hq is None:
             raise UserError(
                 f"RELLISUR: no ×{scale} target for LLLR/{f.name} (looked in NLHR-Duplicates/X{scale} and "
                 f"NLHR/X{scale}); is the download complete?"
             )
-        records.append(PairRecord(f, hq, f.stem, {"scene": scene, "exposure": tag, "ev": ev}))
+        records.append(PairRecord(f, hq, f.stem))
     return records
 
 

@@ -26,10 +26,9 @@ from torch import nn
 
 from ..context import AttentionStore, ImageContext, apply_gain, apply_lut
 from ..errors import ConfigError
+from ..layers import ConvHead, FeatureLevels, PixelShuffleUp, TransformerBlock, halve, resize
 from ..maps import color_ratio_map, log_input
-from .attention import TransformerBlock
 from .base import Encoder, EncoderOutput
-from .blocks import PixelShuffleUp, halve, resize
 from .exposure import ExposureHead
 
 
@@ -59,28 +58,6 @@ class MPCTConfig:
                 raise ConfigError(f"mpct: {name} must be >= 1, got {getattr(self, name)}")
         if self.ffn_expansion <= 0:
             raise ConfigError(f"mpct: ffn_expansion must be > 0, got {self.ffn_expansion}")
-
-    @classmethod
-    def tiny(cls) -> MPCTConfig:
-        """CPU-trainable size (~0.6 M parameters): 3 branches, 2 stages, channel attention."""
-        return cls(
-            dims=[32, 64, 96], heads=[1, 2, 4], stages=2, blocks=1, ffn_expansion=2.0, attention="channel"
-        )
-
-    @classmethod
-    def paper(cls) -> MPCTConfig:
-        """Paper-like size (~4.3 M parameters): wider branches, 3 stages of 2 blocks, window/channel attention."""
-        return cls(
-            dims=[48, 96, 192],
-            heads=[1, 2, 4],
-            stages=3,
-            blocks=2,
-            ffn_expansion=2.66,
-            attention="alternate",
-            window=8,
-            cond_channels=64,
-            log_input=True,
-        )
 
 
 class CrossScaleFusion(nn.Module):
@@ -152,31 +129,20 @@ class MPCTEncoder(Encoder):
             nn.Conv2d(dims[k - 1], dims[k], 3, stride=2, padding=1) for k in range(1, nb)
         )
 
-        # Where each level's features come from: ("up", e) = finest branch upsampled e times (level finer
-        # than LR), or ("branch", k, p) = branch k average-pooled p more times (coarser than the last branch).
-        log_s = scale.bit_length() - 1
-        self.sources: list[tuple[str, int, int]] = []
-        for l in range(levels):
-            e = log_s - (l + 1)
-            if e >= 0:
-                self.sources.append(("up", e, 0))
-            else:
-                k = -e
-                self.sources.append(("branch", min(k, nb - 1), max(0, k - nb + 1)))
-        needed = sorted({0 if kind == "up" else k for kind, k, _ in self.sources})
+        # Where each level's features come from (layers.FeatureLevels): the finest branch after learned
+        # pixel-shuffle ×2 steps (levels finer than LR), a branch as it is, or the coarsest branch 2×2-average
+        # pooled (levels coarser than the last branch). Only the branches read are fused in the last stage.
+        self.level_map = FeatureLevels(scale, levels, scales=nb)
+        needed = self.level_map.used_scales
         self.stages = nn.ModuleList(
             _Stage(cfg, s * cfg.blocks, needed if s == cfg.stages - 1 else list(range(nb)))
             for s in range(cfg.stages)
         )
-        n_up = max((e for kind, e, _ in self.sources if kind == "up"), default=0)
-        self.ups = nn.ModuleList(PixelShuffleUp(dims[0]) for _ in range(n_up))
+        self.ups = nn.ModuleList(PixelShuffleUp(dims[0]) for _ in range(self.level_map.n_up))
 
-        src_ch = [dims[0] if kind == "up" else dims[k] for kind, k, _ in self.sources]
+        src_ch = [dims[src.scale] for src in self.level_map.sources]
         cond = cfg.cond_channels
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, cond, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(cond, cond, 1))
-            for c in src_ch
-        )
+        self.heads = nn.ModuleList(ConvHead(c, cond) for c in src_ch)
         self.out_channels = [cond] * levels
         # colour residual from the level-0 source (HR/2) to HR by pixel shuffle; zero init = input ratio
         self.color_head = nn.Conv2d(src_ch[0], 12, 3, padding=1)
@@ -214,16 +180,7 @@ class MPCTEncoder(Encoder):
         ctx = self.resolve_context(lq, context)
         x, cr = self._inputs(lq, ctx)
         xs = self._trunk(x, AttentionStore(ctx.attention))
-        ups = [xs[0]]
-        for up in self.ups:
-            ups.append(up(ups[-1]))
-
-        sources = []
-        for kind, k, pools in self.sources:
-            y = ups[k] if kind == "up" else xs[k]
-            for _ in range(pools):
-                y = halve(y)
-            sources.append(y)
+        sources = self.level_map(xs, up=lambda y, i: self.ups[i](y))  # down steps: halve
         features = [head(y) for head, y in zip(self.heads, sources)]
 
         hr = (self.scale * lq.shape[-2], self.scale * lq.shape[-1])

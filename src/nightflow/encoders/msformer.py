@@ -31,10 +31,20 @@ from torch import nn
 
 from ..context import AttentionStore, ImageContext, apply_gain
 from ..errors import ConfigError
+from ..layers import (
+    ConvHead,
+    FeatureLevels,
+    LayerNorm2d,
+    LevelSource,
+    PixelShuffleUp,
+    ShuffleUp,
+    TransformerBlock,
+    UnshuffleDown,
+    WindowAttention,
+    halve,
+)
 from ..maps import unbalanced_point_map
-from .attention import TransformerBlock, WindowAttention
 from .base import Encoder, EncoderOutput
-from .blocks import LayerNorm2d, PixelShuffleUp, halve
 from .exposure import ExposureHead
 
 
@@ -87,7 +97,9 @@ class _LevelBlock(nn.Module):
         self.glob = TransformerBlock(dim, heads, cfg.ffn_expansion, "channel")
         self.norm = LayerNorm2d(dim)
         guided = cfg.guide == "upm"
-        self.local = WindowAttention(dim, heads, cfg.window, guide_channels=cfg.guide_channels if guided else 0)
+        self.local = WindowAttention(
+            dim, heads, cfg.window, guide_channels=cfg.guide_channels if guided else 0
+        )
 
     def forward(self, x: torch.Tensor, guide: torch.Tensor | None, store: AttentionStore) -> torch.Tensor:
         return self.glob(x, store) + self.local(self.norm(x), guide=guide)
@@ -99,7 +111,9 @@ class _Level(nn.Module):
     def __init__(self, dim: int, heads: int, n: int, cfg: MSFormerConfig) -> None:
         super().__init__()
         self.guide = (
-            nn.Sequential(nn.Conv2d(1, cfg.guide_channels, 3, padding=1), nn.GELU()) if cfg.guide == "upm" else None
+            nn.Sequential(nn.Conv2d(1, cfg.guide_channels, 3, padding=1), nn.GELU())
+            if cfg.guide == "upm"
+            else None
         )
         self.blocks = nn.ModuleList(_LevelBlock(dim, heads, cfg) for _ in range(n))
 
@@ -108,28 +122,6 @@ class _Level(nn.Module):
         for block in self.blocks:
             x = block(x, guide, store)
         return x
-
-
-class _Down(nn.Module):
-    """C → 2C at half resolution: conv3×3 to C/2, pixel-unshuffle (Restormer)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, dim // 2, 3, padding=1, bias=False), nn.PixelUnshuffle(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
-class _Up(nn.Module):
-    """C → C/2 at double resolution: conv3×3 to 2C, pixel-shuffle (Restormer)."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(dim, 2 * dim, 3, padding=1, bias=False), nn.PixelShuffle(2))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
 
 
 class MSFormerEncoder(Encoder):
@@ -149,9 +141,9 @@ class MSFormerEncoder(Encoder):
         self.enc = nn.ModuleList(
             _Level(widths[k], cfg.heads[k], cfg.blocks[k], cfg) for k in range(depth - 1)
         )
-        self.down = nn.ModuleList(_Down(widths[k]) for k in range(depth - 1))
+        self.down = nn.ModuleList(UnshuffleDown(widths[k]) for k in range(depth - 1))
         self.latent = _Level(widths[-1], cfg.heads[-1], cfg.blocks[-1], cfg)
-        self.up = nn.ModuleList(_Up(widths[k + 1]) for k in range(depth - 1))
+        self.up = nn.ModuleList(ShuffleUp(widths[k + 1]) for k in range(depth - 1))
         # decoder level k (k ≥ 1): concat skip → 1×1 reduce to widths[k]; level 0 keeps 2·dim (Restormer)
         self.reduce = nn.ModuleList(
             nn.Conv2d(2 * widths[k], widths[k], 1, bias=False) for k in range(1, depth - 1)
@@ -162,17 +154,13 @@ class MSFormerEncoder(Encoder):
         self.refine = _Level(2 * d, cfg.heads[0], cfg.refine_blocks, cfg) if cfg.refine_blocks else None
         pyramid = [2 * d] + widths[1:-1] + [widths[-1]]  # channels of the decoder output at LR/2^k
 
-        # flow level l sits at LR/2^k with k = l + 1 − log2(s); k < 0: the refined map upsampled −k times
-        log_s = scale.bit_length() - 1
-        self.level_k = [l + 1 - log_s for l in range(levels)]
-        n_up = max([-k for k in self.level_k if k < 0], default=0)
-        self.ups = nn.ModuleList(PixelShuffleUp(2 * d) for _ in range(n_up))
+        # flow level l sits at LR/2^k with k = l + 1 − log2(s) (layers.FeatureLevels over the decoder's
+        # pyramid); k < 0: the refined map upsampled −k times; k > 0: concatenated with the refined map pooled
+        self.level_map = FeatureLevels(scale, levels, scales=depth)
+        self.ups = nn.ModuleList(PixelShuffleUp(2 * d) for _ in range(self.level_map.n_up))
         cond = cfg.cond_channels
-        src = [2 * d if k <= 0 else pyramid[min(k, depth - 1)] + 2 * d for k in self.level_k]
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(c, cond, 3, padding=1), nn.LeakyReLU(0.2), nn.Conv2d(cond, cond, 1))
-            for c in src
-        )
+        src = [2 * d if s.k <= 0 else pyramid[s.scale] + 2 * d for s in self.level_map.sources]
+        self.heads = nn.ModuleList(ConvHead(c, cond) for c in src)
         self.out_channels = [cond] * levels
         if cfg.exposure:
             self.exposure_head = ExposureHead()
@@ -216,21 +204,15 @@ class MSFormerEncoder(Encoder):
         ctx = self.resolve_context(lq, context)
         h, w = lq.shape[-2:]
         pyr = self._pyramid(self._pad(lq), ctx, AttentionStore(ctx.attention))
-        top = pyr[0][..., :h, :w]
-        ups = [top]
-        for up in self.ups:
-            ups.append(up(ups[-1]))
-        features = []
-        for head, k in zip(self.heads, self.level_k):
-            if k <= 0:
-                src = ups[-k]
-            else:
-                # pool the padded maps (so partial blocks at odd edges average real and replicated pixels
-                # exactly as the whole image does), then crop to this level's size
-                y = pyr[min(k, self.cfg.depth - 1)]
-                for _ in range(k - (self.cfg.depth - 1)):
-                    y = halve(y)
-                r = F.avg_pool2d(pyr[0], 2**k, ceil_mode=True)
-                src = torch.cat([y, r], dim=1)[..., : h >> k, : w >> k]
-            features.append(head(src))
-        return EncoderOutput(features=features, color_map=None)
+
+        def refined(src: LevelSource, size: tuple[int, int]) -> torch.Tensor | None:
+            # coarser levels also get the refined level-0 map, pooled by 2^k in one step (k halvings would
+            # weight odd edges differently and round differently); finer levels are the refined map itself
+            return F.avg_pool2d(pyr[0], 2**src.k, ceil_mode=True) if src.k > 0 else None
+
+        # the padded maps are pooled (so partial blocks at odd edges average real and replicated pixels exactly
+        # as the whole image does), then cropped to each level's size; the up chain starts from the crop
+        sources = self.level_map(
+            pyr, up=lambda y, i: self.ups[i](y), extra=refined, lr_size=(h, w), crop=True
+        )  # down steps: halve
+        return EncoderOutput(features=[head(y) for head, y in zip(self.heads, sources)], color_map=None)

@@ -21,9 +21,9 @@ from torch import nn
 
 from ..context import ImageContext, apply_lut
 from ..errors import ConfigError
+from ..layers import RRDB, FeatureLevels, resize
 from ..maps import color_ratio_map, log_input, noise_map
 from .base import Encoder, EncoderOutput
-from .blocks import RRDB, resize
 
 
 @dataclass
@@ -46,21 +46,6 @@ class RRDBConfig:
             last = self.nb - 1
             raise ConfigError(f"rrdb: stack_blocks {bad} out of range for nb={self.nb}; use 0..{last}")
 
-    @classmethod
-    def llflow(cls) -> RRDBConfig:
-        """LLFlow large as released (LOL config): nf 64, nb 24, gc 32, blocks [1,3,5,7] → 320 channels."""
-        return cls(nf=64, nb=24, gc=32, stack_blocks=[1, 3, 5, 7])
-
-    @classmethod
-    def llflow_small(cls) -> RRDBConfig:
-        """LLFlow small as released: nf 32, nb 4, gc 32, block [1] → 64 channels."""
-        return cls(nf=32, nb=4, gc=32, stack_blocks=[1])
-
-    @classmethod
-    def tiny(cls) -> RRDBConfig:
-        """CPU-trainable size for tests and quick runs: nf 32, nb 2, gc 16, block [1] → 64 channels."""
-        return cls(nf=32, nb=2, gc=16, stack_blocks=[1])
-
 
 class RRDBEncoder(Encoder):
     """LR image → LLFlow-style conditioning features per flow level + predicted HR colour-ratio map."""
@@ -73,14 +58,11 @@ class RRDBEncoder(Encoder):
         self.conv_second = nn.Conv2d(nf, nf, 3, padding=1)
         self.trunk = nn.ModuleList(RRDB(nf, cfg.gc) for _ in range(cfg.nb))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, padding=1)
-        # trunk grid relative to HR, as a power of two: HR/2 for ×1 (max-pool) and ×2, HR/4 for ×4
-        self.trunk_exp = -1 if scale <= 2 else -(scale.bit_length() - 1)
-        offsets = [-(l + 1) - self.trunk_exp for l in range(levels)]
-        self.n_up = max(0, max(offsets))
-        self.n_down = max(0, -min(offsets))
-        self.ups = nn.ModuleList(nn.Conv2d(nf, nf, 3, padding=1) for _ in range(self.n_up))
-        self.downs = nn.ModuleList(nn.Conv2d(nf, nf, 3, padding=1) for _ in range(self.n_down))
-        self.offsets = offsets
+        # one trunk grid: LR/2 for ×1 (max-pool), LR for ×2 and ×4 (HR/2 for ×1 and ×2, HR/4 for ×4); finer
+        # levels by learned up steps, coarser ones by learned down steps (layers.FeatureLevels)
+        self.level_map = FeatureLevels(scale, levels, scales=1, stride=2 if scale == 1 else 1)
+        self.ups = nn.ModuleList(nn.Conv2d(nf, nf, 3, padding=1) for _ in range(self.level_map.n_up))
+        self.downs = nn.ModuleList(nn.Conv2d(nf, nf, 3, padding=1) for _ in range(self.level_map.n_down))
         self.color_head = nn.Conv2d(nf, 3, 1)
         self.out_channels = [nf * (1 + len(cfg.stack_blocks))] * levels
 
@@ -102,26 +84,19 @@ class RRDBEncoder(Encoder):
                 stacked.append(x)
         base = head + self.trunk_conv(x)
 
-        # finer levels: nearest ×2 + conv; coarser: bilinear ½ + conv; lrelu between consecutive stages
-        by_offset = {0: base}
-        y = base
-        for i, conv in enumerate(self.ups):
-            y = conv(F.interpolate(y if i == 0 else F.leaky_relu(y, 0.2), scale_factor=2, mode="nearest"))
-            by_offset[i + 1] = y
-        y = base
-        for i, conv in enumerate(self.downs):
+        # finer levels: nearest ×2 + conv; coarser: area ½ + conv; lrelu between consecutive steps; the
+        # stacked block outputs are resized onto every level and concatenated
+        def up(y: torch.Tensor, i: int) -> torch.Tensor:
             src = y if i == 0 else F.leaky_relu(y, 0.2)
-            y = conv(resize(src, ((src.shape[-2] + 1) // 2, (src.shape[-1] + 1) // 2)))
-            by_offset[-(i + 1)] = y
+            return self.ups[i](F.interpolate(src, scale_factor=2, mode="nearest"))
 
-        sizes = self.level_sizes(lq.shape[-2], lq.shape[-1])
+        def down(y: torch.Tensor, i: int) -> torch.Tensor:
+            src = y if i == 0 else F.leaky_relu(y, 0.2)
+            return self.downs[i](resize(src, ((src.shape[-2] + 1) // 2, (src.shape[-1] + 1) // 2)))
+
         concat = torch.cat(stacked, dim=1) if stacked else None
-        features = []
-        for off, size in zip(self.offsets, sizes):
-            f = by_offset[off]
-            if concat is not None:
-                f = torch.cat([f, resize(concat, size)], dim=1)
-            features.append(f)
+        extra = None if concat is None else (lambda src, size: resize(concat, size))
+        features = self.level_map([base], up=up, down=down, extra=extra)
 
         hr = (self.scale * lq.shape[-2], self.scale * lq.shape[-1])
         color = torch.sigmoid(resize(self.color_head(base), hr))  # 1×1 conv commutes with the resize

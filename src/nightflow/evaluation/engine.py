@@ -1,8 +1,9 @@
 """The evaluation loop shared by ``nightflow eval`` and ``nightflow benchmark``: restore, time, score.
 
 Why one loop: every number in a table must come from the same steps: one image at a time (sizes differ),
-the mean path (temperature 0) unless a temperature is stated, per-image noise drawn from (seed, index) so a
-sampled score does not depend on order, restore time measured apart from metric time (after one untimed
+the mean path (temperature 0) unless a temperature is stated, per-image noise drawn from (seed, index)
+(:func:`nightflow.seeding.derive`) so a sampled score does not depend on order, restorers used only through their
+contract (oracles get the target, whole-image methods are never tiled), restore time measured apart from metric time (after one untimed
 warm-up, synchronised on GPUs), and GT-mean rescaled scores only on request and in their own ``*_gtmean``
 columns.
 """
@@ -81,9 +82,11 @@ class EvalResult:
 
 
 def image_seed(seed: int, index: int) -> int:
-    """Seed of image ``index``'s noise: depends on (seed, index) only, never on the order of evaluation."""
-    state = np.random.SeedSequence([seed & 0xFFFFFFFF, index & 0xFFFFFFFF]).generate_state(2)
-    return int(state[0]) << 31 | int(state[1]) >> 1
+    """Seed of image ``index``'s noise: depends on (seed, index) only, never on the order of evaluation
+    (:func:`nightflow.seeding.derive`, the one seed rule of the API, CLI, evaluation and validation)."""
+    from ..seeding import derive
+
+    return derive(seed, index)
 
 
 def device_description(device: torch.device) -> str:
@@ -99,28 +102,67 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def restore_item(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    opts: EvalOptions,
+    index: int,
+    hq: torch.Tensor | None = None,
+    *,
+    context: Any = None,
+    name: str = "this model",
+) -> torch.Tensor:
+    """One restoration as every score sees it, through the contract only: the mean path (or at
+    ``opts.temperature`` one sample with noise seeded by (seed, ``index``)), tiled as ``opts.tile`` says
+    (restorers that are not tileable run whole), the target handed to oracles (``needs_target``)."""
+    from .. import inference
+    from ..seeding import generator
+
+    if restorer.needs_target and hq is None:
+        raise UserError(f"{name} is an oracle: it reads the ground truth, so it needs data with targets")
+    noise = None
+    if opts.temperature > 0 and restorer.stochastic:
+        s = int(restorer.scale)
+        shape = (lq.shape[0], 3, lq.shape[-2] * s, lq.shape[-1] * s)
+        noise = inference.draw_noise(shape, generator(opts.seed, index)).to(lq.device)
+    return inference.restore(
+        restorer,
+        lq,
+        opts.temperature,
+        noise=noise,
+        tile=opts.tile,
+        exposure=opts.exposure,
+        context=context,
+        target=hq if restorer.needs_target else None,
+    )
+
+
 def _restore(
     model: ResolvedModel, lq: torch.Tensor, opts: EvalOptions, index: int, hq: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """One restoration: baselines directly (they are global operations: never tiled; oracles get the target),
-    models via the engine."""
-    if model.is_baseline:
-        if opts.exposure:
-            raise UserError(f"{model.spec} has no exposure control; leave --exposure at 0")
-        if getattr(model.restorer, "needs_target", False):
-            if hq is None:
-                raise UserError(f"{model.spec} is an oracle baseline: it needs data with targets")
-            return model.restorer.restore(lq, target=hq)
-        return model.restorer.restore(lq)
-    from .. import inference
+    return restore_item(model.restorer, lq, opts, index, hq, name=model.spec)
 
-    noise = None
-    if opts.temperature > 0:
-        gen = torch.Generator().manual_seed(image_seed(opts.seed, index))
-        s = model.scale
-        noise = inference.draw_noise((lq.shape[0], 3, lq.shape[-2] * s, lq.shape[-1] * s), gen).to(lq.device)
-    return inference.restore(
-        model.restorer, lq, opts.temperature, noise=noise, tile=opts.tile, exposure=opts.exposure
+
+def score_item(
+    out: torch.Tensor, hq: torch.Tensor | None, opts: EvalOptions, scale: int, name: str = "image"
+):
+    """The scores of one restored image (``opts.metrics`` and their conventions): what ``nightflow eval``,
+    ``nightflow benchmark`` and validation during training all report."""
+    from ..metrics import compute_metrics
+
+    if hq is not None and out.shape[-2:] != hq.shape[-2:]:
+        raise UserError(
+            f"{name}: the model's output is {out.shape[-1]}×{out.shape[-2]} but the target is "
+            f"{hq.shape[-1]}×{hq.shape[-2]}; the data's scale does not match the model's ×{scale}"
+        )
+    return compute_metrics(
+        out,
+        hq,
+        opts.metrics,
+        crop_border=opts.crop_border,
+        gt_mean=opts.gt_mean,
+        gt_mean_variant=opts.gt_mean_variant,
+        scale=scale,
     )
 
 
@@ -159,8 +201,6 @@ def _score_all(
     on_output: OnOutput | None,
 ) -> list[dict[str, Any]]:
     """Restore and score every index of ``bar``; one row per image."""
-    from ..metrics import compute_metrics
-
     rows: list[dict[str, Any]] = []
     for i in bar:
         item = first if i == 0 else dataset[i]
@@ -175,20 +215,7 @@ def _score_all(
         _sync(device)
         seconds = time.perf_counter() - start
         name = str(item.get("name", i))
-        if hq is not None and out.shape[-2:] != hq.shape[-2:]:
-            raise UserError(
-                f"{name}: the model's output is {out.shape[-1]}×{out.shape[-2]} but the target is "
-                f"{hq.shape[-1]}×{hq.shape[-2]}; the data's scale does not match the model's ×{model.scale}"
-            )
-        scores = compute_metrics(
-            out,
-            hq,
-            options.metrics,
-            crop_border=options.crop_border,
-            gt_mean=options.gt_mean,
-            gt_mean_variant=options.gt_mean_variant,
-            scale=model.scale,
-        )
+        scores = score_item(out, hq, options, model.scale, name)
         rows.append({"index": i, "name": name, **{c: scores[c] for c in columns}, "seconds": seconds})
         if on_output is not None:
             on_output(i, item, out)

@@ -55,9 +55,10 @@ def fmt(column: str, value: Any) -> str:
 def _arrow(column: str) -> str:
     from ..metrics import METRICS
 
-    metric = METRICS.get(column.removesuffix("_gtmean"))
-    if metric is None:
+    name = column.removesuffix("_gtmean")
+    if name not in METRICS:
         return ""
+    metric = METRICS[name]
     return "↑" if metric.higher_is_better else "↓"
 
 

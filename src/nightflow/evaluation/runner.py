@@ -170,10 +170,15 @@ def run_cells(
             if index in crops:
                 write_image(crops[index], fig.boxes[index].cut(out[0]), overwrite=True)
 
+        options = eval_options(suite, cell)
+        if not model.restorer.tiling.tileable:
+            options.tile = (
+                None  # the suite's tile size is for models that tile; whole-image methods run whole
+            )
         result = evaluate(
             model,
             datasets[cell.dataset.label],
-            eval_options(suite, cell),
+            options,
             data_info={"label": cell.dataset.label, **to_dict(cell.data)},
             device=device,
             progress=progress,

@@ -15,6 +15,7 @@ from typing import Any, Literal
 import torch
 
 from ..errors import UserError
+from ..models import count_params  # the one count (re-exported as nightflow.evaluation.count_params)
 
 BASELINE_PREFIX = "baseline:"
 
@@ -44,10 +45,6 @@ class ResolvedModel:
             "params": self.params,
             "path": self.path,
         }
-
-
-def count_params(module: torch.nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def _baseline(name: str, spec: str, scale: int | None) -> ResolvedModel:

@@ -16,6 +16,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ..config import check_literals
 from .actnorm import ActNorm
 from .base import FlowLayer, FlowSequence, check_4d, check_finite, sum_except_batch
 from .coupling import AffineInjector, ConditionalAffineCoupling, CrossCoupling
@@ -35,7 +36,7 @@ class GlowConfig:
     cond_channels: int | list[int] = 64
     split: bool = False
     coupling: Literal["affine", "cross"] = "affine"
-    subnet: Literal["conv", "cbam"] = "conv"
+    subnet: Literal["conv", "cbam", "cbam-local"] = "conv"
     injector: bool = True
     transitions: int = 2
     scale_eps: float = 1e-4
@@ -54,6 +55,7 @@ class GlowConfig:
             raise ValueError("steps and cond_channels must be ≥ 0")
         if not 0.0 <= self.scale_floor < 1.0:
             raise ValueError(f"scale_floor must be in [0, 1), got {self.scale_floor}")
+        check_literals(self)  # coupling, subnet, top_prior: a typo from Python is never a silent default
         if self.coupling == "cross" and 0 in self._cond:
             raise ValueError("cross coupling needs conditioning at every level (cond_channels > 0)")
 
@@ -77,11 +79,13 @@ def _conditional_step(cfg: GlowConfig, channels: int, cond: int) -> FlowLayer:
     layers: list[FlowLayer] = [ActNorm(channels), InvConv1x1(channels)]
     if cfg.coupling == "cross":
         layers.append(CrossCoupling(channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps, cfg.scale_floor))
-    else:
+    elif cfg.coupling == "affine":
         args = (channels, cond, cfg.hidden, cfg.subnet, cfg.scale_eps)
         if cfg.injector and cond > 0:
             layers.append(AffineInjector(*args, floor=cfg.scale_floor))
         layers.append(ConditionalAffineCoupling(*args, floor=cfg.scale_floor))
+    else:  # GlowConfig refuses it already; kept so a mutated config cannot fall back silently
+        raise ValueError(f"coupling must be 'affine' or 'cross', got {cfg.coupling!r}")
     return FlowSequence(layers)
 
 
@@ -126,7 +130,14 @@ class ConditionalGlow(nn.Module):
         return 2**self.levels
 
     def latent_shapes(self, height: int, width: int) -> list[tuple[int, int, int]]:
-        """(C, h, w) of each latent, split-off ones first, the top latent last."""
+        """(C, h, w) of each latent of an H×W flow input, split-off ones first, the top latent last.
+
+        The one place latent sizes are derived; :meth:`noise_shape` gives the image-layout noise that
+        :meth:`latents_from_image` maps onto exactly these shapes."""
+        if height % self.multiple or width % self.multiple:
+            raise ValueError(
+                f"latent_shapes: expected H and W divisible by {self.multiple} (2^levels), got {height}×{width}"
+            )
         shapes = []
         for level, keep in enumerate(self.split_keep):
             c, s = self.level_channels[level], 2 ** (level + 1)
@@ -134,6 +145,24 @@ class ConditionalGlow(nn.Module):
                 shapes.append((c - keep, height // s, width // s))
         shapes.append((self.top_channels, height // self.multiple, width // self.multiple))
         return shapes
+
+    def input_size(self, conds: list[Tensor | None], prior: Tensor | None = None) -> tuple[int, int, int]:
+        """(N, H, W) of the flow input that per-level conditioning ``conds`` (level l at H/2^(l+1)) and the
+        prior mean (at H/2^levels) belong to, read from the first tensor given, whatever its level."""
+        for level, cond in enumerate(conds):
+            if cond is not None:
+                s = 2 ** (level + 1)
+                return cond.shape[0], cond.shape[2] * s, cond.shape[3] * s
+        if prior is not None:
+            return prior.shape[0], prior.shape[2] * self.multiple, prior.shape[3] * self.multiple
+        raise ValueError("this flow has no conditioning or prior to read the size from; pass noise")
+
+    def noise_shape(
+        self, conds: list[Tensor | None], prior: Tensor | None = None
+    ) -> tuple[int, int, int, int]:
+        """N×C×H×W of the image-layout noise (:meth:`latents_from_image`) that decodes with ``conds``."""
+        n, h, w = self.input_size(conds, prior)
+        return n, self.cfg.in_channels, h, w
 
     def _check(self, x: Tensor, conds: list[Tensor | None], prior: Tensor | None, what: str) -> None:
         n, _, h, w = x.shape
@@ -216,6 +245,11 @@ class ConditionalGlow(nn.Module):
         h, w = top.shape[2] * self.multiple, top.shape[3] * self.multiple
         ref = top.new_empty(top.shape[0], self.cfg.in_channels, h, w)
         self._check(ref, conds, prior, "top latent (×2^levels)")
+        for i, (z, shape) in enumerate(zip(latents, self.latent_shapes(h, w))):
+            if tuple(z.shape) != (top.shape[0], *shape):
+                raise ValueError(
+                    f"latents[{i}]: expected shape {(top.shape[0], *shape)}, got {tuple(z.shape)}"
+                )
         mean, log_std = self._top_stats(conds, prior)
         x = top
         if log_std is not None:
@@ -226,13 +260,7 @@ class ConditionalGlow(nn.Module):
         for level in reversed(range(self.levels)):
             if self.split_keep[level] is not None:
                 split_idx -= 1
-                eps = latents[split_idx]
-                expected = (x.shape[0], self.level_channels[level] - x.shape[1], x.shape[2], x.shape[3])
-                if tuple(eps.shape) != expected:
-                    raise ValueError(
-                        f"latents[{split_idx}]: expected shape {expected}, got {tuple(eps.shape)}"
-                    )
-                x = torch.cat([x, eps], dim=1)
+                x = torch.cat([x, latents[split_idx]], dim=1)
             x = self.level_flows[level].inverse(x, conds[level])
         return x
 
@@ -277,16 +305,9 @@ class ConditionalGlow(nn.Module):
         noise: Tensor | None = None,
     ) -> Tensor:
         """Decode latents T·ε; ε ~ N(0, I) drawn with ``generator`` or given in image layout as ``noise``."""
-        ref = next(c for c in [*conds, prior] if c is not None) if noise is None else noise
         if noise is None:
-            if conds[0] is not None:
-                n, _, h, w = conds[0].shape
-                h, w = h * 2, w * 2
-            else:
-                n, _, h, w = ref.shape
-                h, w = h * self.multiple, w * self.multiple
-            noise = torch.randn(
-                (n, self.cfg.in_channels, h, w), generator=generator, device=ref.device, dtype=ref.dtype
-            )
+            shape = self.noise_shape(conds, prior)
+            ref = next(c for c in [*conds, prior] if c is not None)
+            noise = torch.randn(shape, generator=generator, device=ref.device, dtype=ref.dtype)
         latents = [z * temperature for z in self.latents_from_image(noise)]
         return self.decode(latents, conds, prior)

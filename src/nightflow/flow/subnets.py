@@ -1,5 +1,8 @@
 """Subnetworks that predict coupling/injector parameters (shift and raw scale). They need not be invertible.
 
+The flow's own pieces live here (zero-initialised output conv, ActNorm hidden layers, the subnet builder); the
+CBAM gates come from the shared layer library (:mod:`nightflow.layers.attention`).
+
 Why zero-initialised output: every coupling starts as the identity (scale = sigmoid(2) + eps ≈ 0.88, shift 0
 after the learned output gain), which keeps early training stable, as in Glow/SRFlow/LLFlow.
 """
@@ -12,9 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..layers.attention import ChannelGate, SpatialGate
 from .actnorm import ActNorm
 
-SubnetKind = Literal["conv", "cbam"]
+SubnetKind = Literal["conv", "cbam", "cbam-local"]
+# "cbam-local": CBAM whose channel gate pools over LOCAL_POOL×LOCAL_POOL px (at the level's resolution) instead
+# of the whole map, so the flow has no global statistic and tiles agree with the whole image
+LOCAL_POOL = 15
 
 
 class ZeroConv2d(nn.Module):
@@ -44,44 +51,16 @@ class ConvNormAct(nn.Module):
         return F.relu(self.norm(self.conv(x))[0])
 
 
-class ChannelGate(nn.Module):
-    """CBAM channel attention: shared MLP on average- and max-pooled descriptors, sigmoid gate."""
-
-    def __init__(self, channels: int, reduction: int = 16):
-        super().__init__()
-        mid = max(1, channels // reduction)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, mid, 1), nn.ReLU(inplace=True), nn.Conv2d(mid, channels, 1)
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        avg = self.mlp(F.adaptive_avg_pool2d(x, 1))
-        mx = self.mlp(F.adaptive_max_pool2d(x, 1))
-        return x * torch.sigmoid(avg + mx)
-
-
-class SpatialGate(nn.Module):
-    """CBAM spatial attention: 7×7 conv over channel-wise mean and max maps, sigmoid gate."""
-
-    def __init__(self, kernel_size: int = 7):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
-
-    def forward(self, x: Tensor) -> Tensor:
-        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return x * torch.sigmoid(self.conv(desc))
-
-
 class ConvSubnet(nn.Module):
     """conv3×3 → ReLU → conv1×1 → ReLU → zero conv3×3 (LLFlow's coupling net), optionally with CBAM before the end."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, kind: SubnetKind = "conv"):
         super().__init__()
-        if kind not in ("conv", "cbam"):
-            raise ValueError(f"subnet kind must be 'conv' or 'cbam', got {kind!r}")
+        if kind not in ("conv", "cbam", "cbam-local"):
+            raise ValueError(f"subnet kind must be 'conv', 'cbam' or 'cbam-local', got {kind!r}")
         layers: list[nn.Module] = [ConvNormAct(in_channels, hidden, 3), ConvNormAct(hidden, hidden, 1)]
-        if kind == "cbam":
-            layers += [ChannelGate(hidden), SpatialGate()]
+        if kind != "conv":
+            layers += [ChannelGate(hidden, window=LOCAL_POOL if kind == "cbam-local" else 0), SpatialGate()]
         self.body = nn.Sequential(*layers)
         self.out = ZeroConv2d(hidden, out_channels)
 

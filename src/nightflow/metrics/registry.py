@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..registry import Registry
 from ._convert import as_batch
 from .gtmean import gt_mean_rescale
 from .lpips import lpips
@@ -56,56 +57,83 @@ def _lr_psnr(pred: torch.Tensor, gt: torch.Tensor, crop_border: int, scale: int)
     return lr_psnr(pred, gt, scale)
 
 
-METRICS: dict[str, Metric] = {
-    "psnr": Metric("PSNR (dB) on RGB, skimage convention", _fr(psnr)),
-    "psnr_y": Metric("PSNR (dB) on Y of YCbCr (BT.601), BasicSR convention", _fr(psnr, channel="y")),
-    "ssim": Metric("SSIM, skimage convention (7x7 uniform window), RGB channels averaged", _fr(ssim)),
-    "ssim_skimage_gray": Metric(
+# name → Metric; a new metric is its function plus one line here
+METRICS: Registry[Metric] = Registry("metric")
+METRICS.add("psnr", Metric("PSNR (dB) on RGB, skimage convention", _fr(psnr)))
+METRICS.add("psnr_y", Metric("PSNR (dB) on Y of YCbCr (BT.601), BasicSR convention", _fr(psnr, channel="y")))
+METRICS.add("ssim", Metric("SSIM, skimage convention (7x7 uniform window), RGB channels averaged", _fr(ssim)))
+METRICS.add(
+    "ssim_skimage_gray",
+    Metric(
         "SSIM, skimage convention (7x7 uniform window) on BT.601 grey (LLFlow/SSFlow)",
         _fr(ssim, channel="gray"),
     ),
-    "ssim_matlab_y": Metric(
+)
+METRICS.add(
+    "ssim_matlab_y",
+    Metric(
         "SSIM, MATLAB/BasicSR convention (11x11 Gaussian, sigma 1.5) on Y of YCbCr",
         _fr(ssim, convention="matlab", channel="y"),
     ),
-    "ssim_matlab_rgb": Metric(
+)
+METRICS.add(
+    "ssim_matlab_rgb",
+    Metric(
         "SSIM, MATLAB/BasicSR convention (11x11 Gaussian, sigma 1.5), RGB channels averaged",
         _fr(ssim, convention="matlab", channel="rgb"),
     ),
-    "ssim_pyiqa": Metric(
+)
+METRICS.add(
+    "ssim_pyiqa",
+    Metric(
         "SSIM as IQA-PyTorch computes it: MATLAB convention on 8-bit BT.601 grey",
         _fr(ssim, convention="matlab", channel="gray", quantize=True),
     ),
-    "lpips": Metric("LPIPS v0.1, AlexNet backbone (lower is better)", _fr(lpips), higher_is_better=False),
-    "lpips_vgg": Metric(
-        "LPIPS v0.1, VGG16 backbone (lower is better)", _fr(lpips, net="vgg"), higher_is_better=False
-    ),
-    "niqe": Metric(
+)
+METRICS.add(
+    "lpips", Metric("LPIPS v0.1, AlexNet backbone (lower is better)", _fr(lpips), higher_is_better=False)
+)
+METRICS.add(
+    "lpips_vgg",
+    Metric("LPIPS v0.1, VGG16 backbone (lower is better)", _fr(lpips, net="vgg"), higher_is_better=False),
+)
+METRICS.add(
+    "niqe",
+    Metric(
         "NIQE, official MATLAB release (rgb2gray, 96x96 blocks; lower is better; no reference)",
         _niqe("gray"),
         full_reference=False,
         higher_is_better=False,
         gt_mean=False,
     ),
-    "niqe_y": Metric(
+)
+METRICS.add(
+    "niqe_y",
+    Metric(
         "NIQE on Y of YCbCr, BasicSR default (lower is better; no reference)",
         _niqe("y"),
         full_reference=False,
         higher_is_better=False,
         gt_mean=False,
     ),
-    "lr_psnr": Metric(
+)
+METRICS.add(
+    "lr_psnr",
+    Metric(
         "LR-PSNR (dB): output and GT both downscaled by the scale with MATLAB bicubic",
         _lr_psnr,
         gt_mean=False,
     ),
-    "ev_error": Metric(
+)
+METRICS.add(
+    "ev_error",
+    Metric(
         "exposure error |log2(mean luminance of output / of GT)| in EV, linear light (lower is better)",
         _ev_error,
         higher_is_better=False,
         gt_mean=False,
     ),
-}
+)
 
 
 def list_metrics() -> dict[str, str]:

@@ -30,8 +30,9 @@ What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]
   ``ctx_thumb``, ``log2_gain``; a term declares which it needs) returning a dict of scalar tensors with a
   ``total``; ``initialize(batch)`` for data-dependent layers (ActNorm), a no-op elsewhere.
 
-Likelihoods: ``nll_bits_per_dim(hq, lq)`` on flows is a *positive* negative log-likelihood in bits per real
-(unpadded) dimension; the flow core's ``log_prob`` is a log-density in nats. The names say which.
+Likelihoods: ``nll_bits_per_dim(hq, lq)`` on flows is a *positive* negative log-likelihood in bits per dimension
+of the image it was computed over (the pair padded to ``sizes.multiple``); the flow core's ``log_prob`` is a
+log-density in nats. The names say which.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
 
     The file is validated completely (config, tensor names/shapes/dtypes, finiteness) before the model is built.
     """
-    from . import MODEL_KINDS
+    from . import build_any
 
     path = Path(path)
     if not path.is_file():
@@ -184,7 +184,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> nn.Modul
         raise WeightsError(f"{path}: cannot read weights ({_one_line(exc)})") from None
     check_finite_tensors(path, state)
     try:
-        model = MODEL_KINDS[model_kind(config)][1](config)
+        model = build_any(config)
     except (ValueError, TypeError, RuntimeError) as exc:  # e.g. a negative width in an edited config
         raise WeightsError(
             f"{path}: the stored model config cannot be built ({_one_line(exc)[:200]})"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
+from ..config import check_literals
+from ..encoders import DEFAULT_ENCODER, EncoderConfig, encoder_config_field, parse_encoder_config
 from ..errors import ConfigError
+from ..losses import LossSpec, check_losses, upgrade_loss_weights
 
 
 @dataclass
@@ -17,13 +20,18 @@ class FlowSpec:
     hidden: int = 32
     split: bool = False
     coupling: Literal["affine", "cross"] = "affine"
-    subnet: Literal["conv", "cbam"] = "conv"
+    subnet: Literal["conv", "cbam", "cbam-local"] = (
+        "conv"  # cbam-local: channel gate pools 15 px, not the map
+    )
     injector: bool = True
     transitions: int = 2
     scale_eps: float = 1e-4
     # lower bound of every coupling scale: bounds the inverse's expansion to 1/floor per layer, so decoding stays
     # finite and exact off the training distribution (0 = LLFlow's unbounded form; bundled flows use 0.25)
     scale_floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_literals(self, "flow")  # coupling, subnet: as strict from Python as from YAML
 
 
 @dataclass
@@ -35,26 +43,59 @@ class ModelConfig:
     description: str = ""
     task: str = "low-light enhancement + super-resolution"
     scale: int = 2
-    encoder: str = "mpct"
-    encoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder: str = DEFAULT_ENCODER  # a name in nightflow.encoders.ENCODERS
+    # the encoder's config dataclass, chosen by ``encoder`` and parsed strictly (None = that encoder's defaults)
+    encoder_config: EncoderConfig | None = encoder_config_field()
     flow: FlowSpec = field(default_factory=FlowSpec)
     # prior mean of the top latent: the squeezed predicted colour-ratio map (LLFlow/LoLiSRFlow), or zero (UPT-Flow)
     prior: Literal["color_map", "zero"] = "color_map"
     train_gt_ratio: float = 0.2  # probability of using the GT colour map as prior mean in training (LLFlow)
-    l1_weight: float = 1.5  # γ of LoLiSRFlow: L1 of the reverse pass at the prior mean
-    color_weight: float = 0.0  # optional L1 between predicted and GT colour-ratio maps
-    exposure_weight: float = 0.1  # squared EV error of the exposure head (encoders with exposure: true)
+    # training loss: registered terms (nightflow.losses) and weights; the default is LoLiSRFlow's NLL + γ·L1 of
+    # the reverse pass at the prior mean (γ = 1.5) + the exposure head's squared EV error (skipped without a head)
+    losses: list[LossSpec] = field(default_factory=lambda: flow_losses())
     quant: int = 256  # dequantisation levels for the NLL (0 = none: continuous NLL, LLFlow's default)
     seed: int = 0  # initialisation seed
+    # LR px of every inner tile edge that tiled inference discards: how far a tile edge changes the output by more
+    # than 1/255, measured on the trained model (scripts/measure_tiling.py); 0 = the encoder's default (12)
+    tile_margin: int = 0
 
     def __post_init__(self) -> None:
+        check_literals(self)  # kind, prior: as strict from Python as from YAML
+        self.encoder_config = parse_encoder_config(self.encoder, self.encoder_config, "encoder_config")
+        if self.tile_margin < 0:
+            raise ConfigError(f"tile_margin must be >= 0 LR px, got {self.tile_margin}")
         if self.scale not in (1, 2, 4):
             raise ConfigError(f"scale must be 1, 2 or 4, got {self.scale}")
         if not 0.0 <= self.train_gt_ratio <= 1.0:
             raise ConfigError(f"train_gt_ratio must be in [0, 1], got {self.train_gt_ratio}")
-        if self.l1_weight < 0 or self.color_weight < 0 or self.exposure_weight < 0:
-            raise ConfigError("l1_weight, color_weight and exposure_weight must be ≥ 0")
+        check_losses(self.losses, FLOW_OUTPUTS, "flow")
         if not 0.0 <= self.flow.scale_floor < 1.0:
             raise ConfigError(f"flow.scale_floor must be in [0, 1), got {self.flow.scale_floor}")
         if self.quant < 0:
             raise ConfigError(f"quant must be ≥ 0, got {self.quant}")
+
+    @staticmethod
+    def upgrade_config(data, path=""):
+        """Stored configs from before ``losses`` (``l1_weight``, ``color_weight``, ``exposure_weight``): the
+        retired keys become the equivalent ``losses`` list (``nightflow.config.from_dict`` calls this)."""
+        return upgrade_loss_weights(data, path, FLOW_LEGACY_LOSSES)
+
+
+# what a FlowRestorer computes for its loss terms (nightflow.losses.ForwardOutputs fields)
+FLOW_OUTPUTS = ("nll", "prediction", "target", "color_map", "exposure_estimate", "log2_gain")
+# the retired weight keys → losses (term, key, default, kept at weight 0): what the hard-wired loss computed
+FLOW_LEGACY_LOSSES = (
+    ("nll", None, 1.0, True),
+    ("l1", "l1_weight", 1.5, False),
+    ("color_map_l1", "color_weight", 0.0, False),
+    ("exposure", "exposure_weight", 0.1, True),
+)
+
+
+def flow_losses(l1: float = 1.5, color: float = 0.0, exposure: float = 0.1) -> list[LossSpec]:
+    """A flow's loss list in the old terms: NLL + ``l1``·L1 of the mean path (+ ``color``·colour-map L1)
+    + ``exposure``·squared EV error; a zero ``l1``/``color`` weight leaves the term out (no reverse pass)."""
+    specs = [LossSpec("nll", 1.0)]
+    specs += [LossSpec("l1", l1)] if l1 > 0 else []
+    specs += [LossSpec("color_map_l1", color)] if color > 0 else []
+    return specs + [LossSpec("exposure", exposure)]

@@ -9,67 +9,38 @@ pixel-shuffle ×2 to the HR grid, the colour map as an extra input of the last c
 It honours the FlowRestorer contract where it makes sense (``scale``, ``levels``, ``pad_multiple``, ``loss``,
 ``restore``, ``sample``, ``initialize``), so the zoo, the trainer, tiled inference and ``nightflow.load`` treat it
 like a flow. A regression model has no distribution: ``restore`` ignores the temperature and ``sample`` returns
-identical copies. The helpers here (padding, residual block, the contract's sampling and init methods) are shared
-with :mod:`nightflow.models.sequential`.
+identical copies. The contract's sampling and init methods here are shared with :mod:`nightflow.models.sequential`;
+the layers (residual block, pixel-shuffle ×2, resize) come from :mod:`nightflow.layers`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import check_literals
 from ..context import ImageContext
-from ..encoders import build_encoder
-from ..encoders.blocks import PixelShuffleUp, resize
+from ..encoders import (
+    DEFAULT_ENCODER,
+    EncoderConfig,
+    build_encoder,
+    encoder_config_field,
+    parse_encoder_config,
+)
 from ..errors import ConfigError
-from ..maps import ImageValueError, color_map_l1
+from ..layers import PixelShuffleUp, ResBlock, resize
+from ..losses import ForwardOutputs, LossSet, LossSpec, check_losses, upgrade_loss_weights, weighted
 from .base import SizeSpec, TilingSpec, tiling_for
+from .sizes import check_pair, crop_to, pad_to_multiple
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
-class ResBlock(nn.Module):
-    """conv3×3 → leaky ReLU → conv3×3, added back with ``res_scale`` (EDSR's block, no batch norm)."""
-
-    def __init__(self, channels: int, res_scale: float = 1.0) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.res_scale = res_scale
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.res_scale * self.conv2(F.leaky_relu(self.conv1(x), 0.2))
-
-
-def pad_to_multiple(lq: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """Replicate-pad an N×3×H×W batch on the bottom/right to a multiple of ``multiple``; return it and (H, W)."""
-    if lq.dim() != 4 or lq.shape[1] != 3:
-        raise ImageValueError(
-            f"lq: expected shape (N, 3, H, W), got {tuple(lq.shape)}; pass a batch of RGB images"
-        )
-    h, w = lq.shape[-2:]
-    if h == 0 or w == 0:
-        raise ImageValueError(f"lq: empty image of shape {tuple(lq.shape)}; pass a non-empty image")
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        lq = F.pad(lq, (0, pw, 0, ph), mode="replicate")
-    return lq, (h, w)
-
-
-def check_pair(hq: Tensor, lq: Tensor, scale: int) -> None:
-    """Raise ImageValueError unless ``hq`` is exactly ``scale``× the size of ``lq`` (same batch)."""
-    expected = (lq.shape[0], 3, scale * lq.shape[-2], scale * lq.shape[-1])
-    if tuple(hq.shape) != expected:
-        raise ImageValueError(
-            f"hq: expected shape {expected} (×{scale} the lq size), got {tuple(hq.shape)}; "
-            f"crop the pair so the HR side is exactly {scale}× the LR side"
-        )
-
-
 class DeterministicRestorer(nn.Module):
     """The FlowRestorer contract for models without a latent distribution.
 
@@ -121,9 +92,8 @@ class DeterministicRestorer(nn.Module):
     ) -> Tensor:
         """Restored HR image in [0, 1], N×3×sH×sW. Deterministic: ``temperature``, ``noise`` and ``generator``
         are accepted for the common interface and ignored (a regression model has no distribution)."""
-        lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
-        out = self._restore_padded(lq_p, context)
-        return out[:, :, : self.scale * h, : self.scale * w].clamp(0.0, 1.0)
+        lq_p, size = pad_to_multiple(lq, self.pad_multiple)
+        return crop_to(self._restore_padded(lq_p, context), size, self.scale).clamp(0.0, 1.0)
 
     def sample(
         self,
@@ -154,20 +124,23 @@ class RegressionConfig:
     description: str = ""
     task: str = "low-light enhancement + super-resolution"
     scale: int = 2
-    encoder: str = "mpct"
-    encoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder: str = DEFAULT_ENCODER  # a name in nightflow.encoders.ENCODERS
+    # the encoder's config dataclass, chosen by ``encoder`` and parsed strictly (None = that encoder's defaults)
+    encoder_config: EncoderConfig | None = encoder_config_field()
     levels: int = 3  # encoder feature levels (HR/2 … HR/2^levels), as the flow's levels
     head_channels: list[int] = field(
         default_factory=lambda: [64, 96, 128]
     )  # head width per level, finest first
     head_blocks: int = 2  # residual blocks per level
     use_color_map: bool = True  # feed the encoder's predicted HR colour-ratio map to the last conv
-    l1_weight: float = 1.0
-    color_weight: float = 0.0  # optional L1 between predicted and GT colour-ratio maps (as the flow's)
-    exposure_weight: float = 0.1  # squared EV error of the exposure head (as the flow's)
+    # training loss (nightflow.losses): L1 of the prediction (+ optional color_map_l1) + the exposure head's
+    # squared EV error (skipped without a head)
+    losses: list[LossSpec] = field(default_factory=lambda: [LossSpec("l1", 1.0), LossSpec("exposure", 0.1)])
     seed: int = 0  # initialisation seed
 
     def __post_init__(self) -> None:
+        check_literals(self)  # kind: as strict from Python as from YAML
+        self.encoder_config = parse_encoder_config(self.encoder, self.encoder_config, "encoder_config")
         if self.scale not in (1, 2, 4):
             raise ConfigError(f"scale must be 1, 2 or 4, got {self.scale}")
         if self.levels < 1:
@@ -178,8 +151,25 @@ class RegressionConfig:
             )
         if self.head_blocks < 0:
             raise ConfigError(f"head_blocks must be >= 0, got {self.head_blocks}")
-        if self.l1_weight <= 0 or self.color_weight < 0:
-            raise ConfigError("l1_weight must be > 0 (it trains the head) and color_weight >= 0")
+        check_losses(self.losses, REGRESSION_OUTPUTS, "regression")
+        if not weighted(self.losses, "l1"):
+            raise ConfigError("losses: a regression model needs l1 with a weight > 0 (it trains the head)")
+
+    @staticmethod
+    def upgrade_config(data, path=""):
+        """Stored configs from before ``losses`` (``l1_weight``, ``color_weight``, ``exposure_weight``): the
+        retired keys become the equivalent ``losses`` list (``nightflow.config.from_dict`` calls this)."""
+        return upgrade_loss_weights(data, path, REGRESSION_LEGACY_LOSSES)
+
+
+# what a JointRegressor computes for its loss terms (nightflow.losses.ForwardOutputs fields)
+REGRESSION_OUTPUTS = ("prediction", "target", "color_map", "exposure_estimate", "log2_gain")
+# the retired weight keys → losses (term, key, default, kept at weight 0): what the hard-wired loss computed
+REGRESSION_LEGACY_LOSSES = (
+    ("l1", "l1_weight", 1.0, True),
+    ("color_map_l1", "color_weight", 0.0, False),
+    ("exposure", "exposure_weight", 0.1, True),
+)
 
 
 # ----------------------------------------------------------------------------------------------- model
@@ -238,30 +228,39 @@ class JointRegressor(DeterministicRestorer):
         return self.predict(lq_p, context)[0]
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """{"l1", ["color"], ["exposure"], "total"}: L1 of the prediction against the HR target (padding
-        excluded); the encoder's context comes from the whole images as for the flow.
+        """The terms of ``cfg.losses`` (by default {"l1", ["exposure"], "total"}): L1 of the prediction against
+        the HR target (padding excluded), optional colour-map L1, the exposure head's squared EV error; the
+        encoder's context comes from the whole images as for the flow.
 
         ``generator`` is accepted for the common interface; the loss draws nothing at random.
         """
-        hq, lq = batch["hq"], batch["lq"]
-        check_pair(hq, lq, self.scale)
-        ctx = self.encoder.batch_context(batch)
-        lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
-        pred, color_map = self.predict(lq_p, ctx)
-        hh, ww = self.scale * h, self.scale * w
-        l1 = (pred[:, :, :hh, :ww] - hq).abs().mean()
-        terms = {"l1": l1}
-        total = self.cfg.l1_weight * l1
-        if self.cfg.color_weight > 0 and color_map is not None:
-            color = color_map_l1(color_map[:, :, :hh, :ww], hq)
-            terms["color"] = color
-            total = total + self.cfg.color_weight * color
-        exposure = ctx.exposure_loss()
-        if exposure is not None:
-            terms["exposure"] = exposure
-            total = total + self.cfg.exposure_weight * exposure
-        terms["total"] = total
-        return terms
+        return LossSet(self.cfg.losses)(self.loss_outputs(batch), batch)
+
+    def loss_outputs(self, batch: dict, generator: torch.Generator | None = None) -> ForwardOutputs:
+        """What the loss terms read (``nightflow.losses.ForwardOutputs``), each computed on first use, all on
+        the unpadded HR grid: ``prediction``, ``target`` (= hq), ``color_map``, ``exposure_estimate``,
+        ``log2_gain``."""
+        lq, hq = batch["lq"], batch.get("hq")
+        if hq is not None:
+            check_pair(hq, lq, self.scale)
+        lq_p, size = pad_to_multiple(lq, self.pad_multiple)
+        ctx = functools.cache(lambda: self.encoder.batch_context(batch))
+        predicted = functools.cache(lambda: self.predict(lq_p, ctx()))
+
+        def color_map() -> Tensor | None:
+            cmap = predicted()[1]
+            return None if cmap is None else crop_to(cmap, size, self.scale)
+
+        return ForwardOutputs(
+            batch,
+            {
+                "prediction": lambda: crop_to(predicted()[0], size, self.scale),
+                "target": lambda: batch["hq"],
+                "color_map": color_map,
+                "exposure_estimate": lambda: ctx().estimate,
+                "log2_gain": lambda: ctx().log2_gain,
+            },
+        )
 
 
 def build_regression(cfg: RegressionConfig) -> JointRegressor:

@@ -12,6 +12,7 @@ thumbnail and oracle exposure of the whole image each crop came from.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -21,9 +22,11 @@ from torch import Tensor, nn
 from ..context import ImageContext
 from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
-from ..maps import color_map_l1, color_ratio_map
-from .config import ModelConfig
+from ..losses import ForwardOutputs, LossSet
+from ..maps import color_ratio_map
 from .base import SizeSpec, TilingSpec, tiling_for
+from .config import ModelConfig
+from .sizes import check_pair, crop_to, pad_pair, pad_to, pad_to_multiple
 
 
 class FlowRestorer(nn.Module):
@@ -65,25 +68,13 @@ class FlowRestorer(nn.Module):
 
     # ----- sizes ------------------------------------------------------------------------------------------------
     def _pad_lq(self, lq: Tensor) -> tuple[Tensor, tuple[int, int]]:
-        if lq.dim() != 4 or lq.shape[1] != 3:
-            raise ValueError(f"lq: expected shape (N, 3, H, W), got {tuple(lq.shape)}")
-        h, w = lq.shape[-2:]
-        if h == 0 or w == 0:
-            raise ValueError(f"lq: empty image of shape {tuple(lq.shape)}")
-        m = self.pad_multiple
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            lq = F.pad(lq, (0, pw, 0, ph), mode="replicate")
-        return lq, (h, w)
+        """The LR batch padded to :attr:`pad_multiple` (``models.sizes``) and its original (H, W)."""
+        return pad_to_multiple(lq, self.pad_multiple)
 
     def _pad_hq(self, hq: Tensor, lq_size: tuple[int, int], padded_lq: Tensor) -> Tensor:
-        s = self.scale
-        expected = (hq.shape[0], 3, s * lq_size[0], s * lq_size[1])
-        if tuple(hq.shape) != expected:
-            raise ValueError(f"hq: expected shape {expected} (×{s} the lq size), got {tuple(hq.shape)}")
-        ph = s * padded_lq.shape[2] - hq.shape[2]
-        pw = s * padded_lq.shape[3] - hq.shape[3]
-        return F.pad(hq, (0, pw, 0, ph), mode="replicate") if ph or pw else hq
+        """The HR target (``scale``× ``lq_size``) padded as :meth:`_pad_lq` padded its LR input."""
+        check_pair(hq, padded_lq, self.scale, size=lq_size)
+        return pad_to(hq, self.scale * padded_lq.shape[-2], self.scale * padded_lq.shape[-1])
 
     @property
     def sizes(self) -> SizeSpec:
@@ -91,7 +82,11 @@ class FlowRestorer(nn.Module):
 
     @property
     def tiling(self) -> TilingSpec:
-        return tiling_for(self.pad_multiple, self.encoder.tile_margin)
+        """Tiles agree with the whole image unless the flow pools globally (subnet "cbam", as UPT-Flow was
+        released: its channel gate averages the half-decoded latent over the whole tile)."""
+        tileable = self.cfg.flow.subnet != "cbam"
+        margin = self.cfg.tile_margin or self.encoder.tile_margin
+        return tiling_for(self.pad_multiple, margin, tileable=tileable)
 
     @property
     def dtypes(self) -> tuple[torch.dtype, ...]:
@@ -130,24 +125,32 @@ class FlowRestorer(nn.Module):
     ) -> tuple[list[Tensor], Tensor]:
         """(HR, LR) → standardised latents and log-det (prior mean = predicted colour map)."""
         ctx = self._context_for(lq, context)
-        lq_p, size = self._pad_lq(lq)
-        hq_p = self._pad_hq(hq, size, lq_p)
+        hq_p, lq_p, _ = pad_pair(hq, lq, self.scale, self.pad_multiple)
         cond = self.condition(lq_p, ctx)
         return self.flow.encode(hq_p, cond.features, self._prior(cond.color_map))
 
     def decode(self, latents: list[Tensor], lq: Tensor, context: ImageContext | None = None) -> Tensor:
         """Latents (from :meth:`encode` on the same LR input) → HR image; the exact inverse of encode."""
         ctx = self._context_for(lq, context)
-        lq_p, (h, w) = self._pad_lq(lq)
+        lq_p, size = self._pad_lq(lq)
         cond = self.condition(lq_p, ctx)
         out = self.flow.decode(latents, cond.features, self._prior(cond.color_map))
-        return out[:, :, : self.scale * h, : self.scale * w]
+        return crop_to(out, size, self.scale)
 
-    def log_prob(self, hq: Tensor, lq: Tensor, context: ImageContext | None = None) -> Tensor:
-        """NLL of the HR image given the LR one, in bits per dimension (no dequantisation noise), shape (N,)."""
+    def nll_bits_per_dim(self, hq: Tensor, lq: Tensor, context: ImageContext | None = None) -> Tensor:
+        """Negative log-likelihood of the HR image given the LR one, in bits per dimension, shape (N,); a
+        *positive* number, lower is better (the flow core's ``log_prob`` is the log-density in nats).
+
+        Normalisation: the likelihood is that of the HR image padded to the model's multiple (replicate, as the
+        encoder sees it), so it is divided by the dimensions it was computed over, 3·(padded H)·(padded W);
+        dividing by the unpadded size would inflate it (a 37×53 input at ×1 reported 28.85 instead of 26.25
+        bits/dim). For sizes that are already multiples of :attr:`pad_multiple` nothing is padded and the two
+        agree. With ``quant`` > 0 the discretisation term log2(quant) is included (no dequantisation noise).
+        """
         latents, logdet = self.encode(hq, lq, context)
         log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
-        return bits_per_dim(log_p, hq[0].numel(), self.cfg.quant)
+        dims = sum(z[0].numel() for z in latents)  # = 3·(padded sH)·(padded sW): the flow keeps dimensions
+        return bits_per_dim(log_p, dims, self.cfg.quant)
 
     def restore(
         self,
@@ -169,22 +172,31 @@ class FlowRestorer(nn.Module):
         cond = self.condition(lq_p, ctx)
         return self._decode_from(cond, (h, w), temperature, noise, generator)
 
-    def _decode_from(self, cond, size, temperature, noise, generator) -> Tensor:
-        feats = cond.features
-        ref = feats[0]
-        n, hp, wp = ref.shape[0], ref.shape[2] * 2, ref.shape[3] * 2
+    def _decode_from(
+        self,
+        cond: EncoderOutput,
+        size: tuple[int, int],
+        temperature: float,
+        noise: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        feats, prior = cond.features, self._prior(cond.color_map)
+        shape = self.flow.noise_shape(feats, prior)  # the padded HR size, N×3×sH_p×sW_p
+        n, c, hp, wp = shape
+        ref = next(f for f in feats if f is not None)
         if temperature == 0.0:
-            noise = ref.new_zeros(n, 3, hp, wp)
+            noise = ref.new_zeros(shape)
         elif noise is None:
-            noise = torch.randn((n, 3, hp, wp), generator=generator, device=ref.device, dtype=ref.dtype)
+            noise = torch.randn(shape, generator=generator, device=ref.device, dtype=ref.dtype)
         else:
-            if noise.shape[0] != n or noise.shape[1] != 3:
+            if noise.shape[0] != n or noise.shape[1] != c:
                 raise ValueError(
-                    f"noise: expected shape ({n}, 3, {self.scale * size[0]}, {self.scale * size[1]}), got {tuple(noise.shape)}"
+                    f"noise: expected shape ({n}, {c}, {self.scale * size[0]}, {self.scale * size[1]}), "
+                    f"got {tuple(noise.shape)}"
                 )
-            noise = F.pad(noise, (0, wp - noise.shape[3], 0, hp - noise.shape[2]))
-        out = self.flow.sample(feats, self._prior(cond.color_map), temperature, noise=noise)
-        return out[:, :, : self.scale * size[0], : self.scale * size[1]].clamp(0.0, 1.0)
+            noise = F.pad(noise, (0, wp - noise.shape[3], 0, hp - noise.shape[2]))  # zeros: mean path there
+        out = self.flow.sample(feats, prior, temperature, noise=noise)
+        return crop_to(out, size, self.scale).clamp(0.0, 1.0)
 
     def sample(
         self,
@@ -210,40 +222,57 @@ class FlowRestorer(nn.Module):
         self.train(was_training)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """NLL (bits/dim, dequantised) + γ·L1 of the reverse pass at the prior mean (+ colour-map L1)
-        (+ the exposure head's squared error in EV against the oracle gain)."""
-        hq, lq = batch["hq"], batch["lq"]
-        ctx = self.encoder.batch_context(batch)
+        """The terms of ``cfg.losses`` (``nightflow.losses``), by default LoLiSRFlow's: NLL (bits/dim,
+        dequantised) + γ·L1 of the reverse pass at the prior mean (+ colour-map L1) (+ the exposure head's
+        squared error in EV against the oracle gain); ``total`` is their weighted sum."""
+        return LossSet(self.cfg.losses)(self.loss_outputs(batch, generator), batch)
+
+    def loss_outputs(self, batch: dict, generator: torch.Generator | None = None) -> ForwardOutputs:
+        """What the loss terms read (``nightflow.losses.ForwardOutputs``), each computed on first use, all on
+        the padded HR grid: ``nll`` (the forward pass; draws the GT-prior coin and the dequantisation noise
+        from ``generator``), ``prediction`` (the reverse pass at the prior mean: run only if a term reads it),
+        ``target`` (padded hq), ``color_map``, ``exposure_estimate``, ``log2_gain``."""
+        lq, hq = batch["lq"], batch.get("hq")
         lq_p, size = self._pad_lq(lq)
-        hq_p = self._pad_hq(hq, size, lq_p)
-        cond = self.condition(lq_p, ctx)
-        use_gt = False
-        if self.cfg.prior == "color_map" and self.cfg.train_gt_ratio > 0:
-            coin = torch.rand((), generator=generator, device=generator.device if generator else None)
-            use_gt = bool(coin < self.cfg.train_gt_ratio)
-        nll_map = color_ratio_map(hq_p) if use_gt else cond.color_map
-        x = dequantize(hq_p, self.cfg.quant, generator)
-        latents, logdet = self.flow.encode(x, cond.features, self._prior(nll_map))
-        log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
-        nll = bits_per_dim(log_p, hq_p[0].numel(), self.cfg.quant).mean()
-        terms = {"nll": nll}
-        total = nll
-        if self.cfg.l1_weight > 0:
-            zeros = [torch.zeros_like(z) for z in latents]
-            mean_path = self.flow.decode(zeros, cond.features, self._prior(cond.color_map))
-            l1 = (mean_path - hq_p).abs().mean()
-            terms["l1"] = l1
-            total = total + self.cfg.l1_weight * l1
-        if self.cfg.color_weight > 0 and cond.color_map is not None:
-            color = color_map_l1(cond.color_map, hq_p)
-            terms["color"] = color
-            total = total + self.cfg.color_weight * color
-        exposure = ctx.exposure_loss()
-        if exposure is not None:
-            terms["exposure"] = exposure
-            total = total + self.cfg.exposure_weight * exposure
-        terms["total"] = total
-        return terms
+        hq_p = self._pad_hq(hq, size, lq_p) if hq is not None else None
+        ctx = functools.cache(lambda: self.encoder.batch_context(batch))
+        cond = functools.cache(lambda: self.condition(lq_p, ctx()))
+        encoded: list[list[Tensor]] = []  # the NLL pass's latents, once computed
+
+        def nll() -> Tensor:
+            c = cond()
+            use_gt = False
+            if self.cfg.prior == "color_map" and self.cfg.train_gt_ratio > 0:
+                coin = torch.rand((), generator=generator, device=generator.device if generator else None)
+                use_gt = bool(coin < self.cfg.train_gt_ratio)
+            nll_map = color_ratio_map(hq_p) if use_gt else c.color_map
+            x = dequantize(hq_p, self.cfg.quant, generator)
+            latents, logdet = self.flow.encode(x, c.features, self._prior(nll_map))
+            encoded.append(latents)
+            log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
+            return bits_per_dim(log_p, hq_p[0].numel(), self.cfg.quant).mean()
+
+        def mean_path() -> Tensor:
+            c = cond()
+            if encoded:
+                zeros = [torch.zeros_like(z) for z in encoded[0]]
+            else:
+                n, _, h, w = lq_p.shape
+                shapes = self.flow.latent_shapes(self.scale * h, self.scale * w)
+                zeros = [lq_p.new_zeros(n, *shape) for shape in shapes]
+            return self.flow.decode(zeros, c.features, self._prior(c.color_map))
+
+        return ForwardOutputs(
+            batch,
+            {
+                "nll": nll,
+                "prediction": mean_path,
+                "target": lambda: hq_p,
+                "color_map": lambda: cond().color_map,
+                "exposure_estimate": lambda: ctx().estimate,
+                "log2_gain": lambda: ctx().log2_gain,
+            },
+        )
 
 
 def build_model(cfg: ModelConfig) -> FlowRestorer:

@@ -15,6 +15,7 @@ Sizes are chosen so the whole cascade matches the tiny LoLiSRFlow's parameters a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -23,8 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..layers import GlobalContext, PixelShuffleUpsampler, ResBlock
+from ..losses import ForwardOutputs, LossSet, LossSpec, check_losses, upgrade_loss_weights, weighted
 from ..maps import color_ratio_map, histogram_equalize
-from .regression import DeterministicRestorer, ResBlock, check_pair, pad_to_multiple
+from .regression import DeterministicRestorer
+from .sizes import check_pair, pad_to_multiple
 
 
 @dataclass
@@ -58,8 +62,10 @@ class SequentialConfig:
     scale: int = 2
     enhance: EnhanceSpec = field(default_factory=EnhanceSpec)
     sr: SRSpec = field(default_factory=SRSpec)
-    enhance_weight: float = 1.0
-    sr_weight: float = 1.0
+    # training loss (nightflow.losses): each net on its own task; the cascade's l1 at weight 0 is logged only
+    losses: list[LossSpec] = field(
+        default_factory=lambda: [LossSpec("enhance_l1", 1.0), LossSpec("sr_l1", 1.0), LossSpec("l1", 0.0)]
+    )
     seed: int = 0  # initialisation seed
 
     def __post_init__(self) -> None:
@@ -72,22 +78,28 @@ class SequentialConfig:
             raise ConfigError(f"enhance.channels must be positive widths, got {self.enhance.channels}")
         if self.enhance.blocks < 0 or self.sr.blocks < 0 or self.sr.channels < 1:
             raise ConfigError("enhance.blocks and sr.blocks must be >= 0 and sr.channels >= 1")
-        if self.enhance_weight <= 0 or self.sr_weight <= 0:
-            raise ConfigError("enhance_weight and sr_weight must be > 0: each trains one of the two networks")
+        check_losses(self.losses, SEQUENTIAL_OUTPUTS, "sequential")
+        if not weighted(self.losses, "enhance_l1", "l1") or not weighted(self.losses, "sr_l1", "l1"):
+            raise ConfigError(
+                "losses: each of the two networks needs a term with a weight > 0: enhance_l1 trains the "
+                "enhancement net, sr_l1 the SR net (l1, the cascade's, trains both end to end)"
+            )
+
+    @staticmethod
+    def upgrade_config(data, path=""):
+        """Stored configs from before ``losses`` (``enhance_weight``, ``sr_weight``): the retired keys become
+        the equivalent ``losses`` list (``nightflow.config.from_dict`` calls this)."""
+        return upgrade_loss_weights(data, path, SEQUENTIAL_LEGACY_LOSSES)
 
 
-class GlobalContext(nn.Module):
-    """Adds a per-image vector computed from the global mean of the features: exposure is a global property,
-    and a small U-Net's receptive field does not see the whole frame."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Conv2d(channels, channels, 1)
-        self.fc2 = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        g = x.mean(dim=(2, 3), keepdim=True)
-        return x + self.fc2(F.leaky_relu(self.fc1(g), 0.2))
+# what a SequentialCascade computes for its loss terms (nightflow.losses.ForwardOutputs fields)
+SEQUENTIAL_OUTPUTS = ("enhanced", "enhance_target", "sr_of_target", "prediction", "target")
+# the retired weight keys → losses (term, key, default, kept at weight 0): what the hard-wired loss computed
+SEQUENTIAL_LEGACY_LOSSES = (
+    ("enhance_l1", "enhance_weight", 1.0, True),
+    ("sr_l1", "sr_weight", 1.0, True),
+    ("l1", None, 0.0, True),
+)
 
 
 class EnhanceNet(nn.Module):
@@ -135,10 +147,7 @@ class SRNet(nn.Module):
         self.head = nn.Conv2d(3, c, 3, padding=1)
         self.body = nn.Sequential(*(ResBlock(c, spec.res_scale) for _ in range(spec.blocks)))
         self.body_out = nn.Conv2d(c, c, 3, padding=1)
-        stages: list[nn.Module] = []
-        for _ in range(scale.bit_length() - 1):
-            stages += [nn.Conv2d(c, 4 * c, 3, padding=1), nn.PixelShuffle(2)]
-        self.upsample = nn.Sequential(*stages)
+        self.upsample = PixelShuffleUpsampler(c, scale)
         self.tail = nn.Conv2d(c, 3, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -164,21 +173,35 @@ class SequentialCascade(DeterministicRestorer):
         return self.sr(self.enhance(lq_p).clamp(0.0, 1.0))
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-        """{"enhance_l1", "sr_l1", "l1" (cascade, no gradient), "total"}; padding is excluded from every term.
+        """The terms of ``cfg.losses``, by default {"enhance_l1", "sr_l1", "l1" (cascade, weight 0: logged
+        without gradient), "total"}; padding is excluded from every term.
 
         ``generator`` is accepted for the common interface; the loss draws nothing at random.
         """
-        hq, lq = batch["hq"], batch["lq"]
-        check_pair(hq, lq, self.scale)
+        return LossSet(self.cfg.losses)(self.loss_outputs(batch), batch)
+
+    def loss_outputs(self, batch: dict, generator: torch.Generator | None = None) -> ForwardOutputs:
+        """What the loss terms read (``nightflow.losses.ForwardOutputs``), each computed on first use:
+        ``enhanced`` (the enhancement net's LR output), ``enhance_target`` (area-downscaled hq),
+        ``sr_of_target`` (the SR net on that clean target), ``prediction`` (the cascade ``sr(clamp(enh))``;
+        with gradient only when a weighted term reads it) and ``target`` (= hq)."""
+        lq, hq = batch["lq"], batch.get("hq")
+        if hq is not None:
+            check_pair(hq, lq, self.scale)
         lq_p, (h, w) = pad_to_multiple(lq, self.pad_multiple)
-        lr_target = F.avg_pool2d(hq, self.scale)  # exact area downscaling: hq is scale× lq
-        enh = self.enhance(lq_p)[:, :, :h, :w]
-        enhance_l1 = (enh - lr_target).abs().mean()
-        sr_l1 = (self.sr(lr_target) - hq).abs().mean()
-        with torch.no_grad():
-            cascade_l1 = (self.sr(enh.detach().clamp(0.0, 1.0)) - hq).abs().mean()
-        total = self.cfg.enhance_weight * enhance_l1 + self.cfg.sr_weight * sr_l1
-        return {"enhance_l1": enhance_l1, "sr_l1": sr_l1, "l1": cascade_l1, "total": total}
+        # exact area downscaling: hq is scale× lq
+        lr_target = functools.cache(lambda: F.avg_pool2d(batch["hq"], self.scale))
+        enhanced = functools.cache(lambda: self.enhance(lq_p)[:, :, :h, :w])
+        return ForwardOutputs(
+            batch,
+            {
+                "enhanced": enhanced,
+                "enhance_target": lr_target,
+                "sr_of_target": lambda: self.sr(lr_target()),
+                "prediction": lambda: self.sr(enhanced().clamp(0.0, 1.0)),
+                "target": lambda: batch["hq"],
+            },
+        )
 
 
 def build_sequential(cfg: SequentialConfig) -> SequentialCascade:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..config import from_dict, load_yaml
 from ..errors import ConfigError, ModelNotFoundError, UnknownModelError
 from .checkpoint import load_model
-from .config import ModelConfig
+
+if TYPE_CHECKING:
+    from . import AnyModelConfig
 
 PACKAGE = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE / "configs"
 WEIGHTS_DIR = PACKAGE / "weights"
-ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)}
+ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)} | {"uptflow": "uptflow-tiny"}
 
 
 def config_names() -> list[str]:
@@ -32,18 +34,14 @@ def canonical(name: str) -> str:
     return ALIASES.get(name, name)
 
 
-def parse_model_config(data: dict[str, Any], path: str = "") -> Any:
+def parse_model_config(data: dict[str, Any], path: str = "") -> AnyModelConfig:
     """A model config from plain data; its ``kind`` (default "flow") picks the dataclass, strictly."""
-    from . import MODEL_KINDS
+    from . import model_config_class
 
-    kind = data.get("kind", "flow")
-    if kind not in MODEL_KINDS:
-        where = f"{path}.kind" if path else "kind"
-        raise ConfigError(f"{where}: unknown model kind '{kind}'; choose one of: {', '.join(MODEL_KINDS)}")
-    return from_dict(MODEL_KINDS[kind][0], data, path)
+    return from_dict(model_config_class(data, path), data, path)
 
 
-def get_config(name: str) -> ModelConfig:
+def get_config(name: str) -> AnyModelConfig:
     """The config of a zoo name or alias (strict: a misspelt key in the YAML is an error naming it)."""
     path = CONFIG_DIR / f"{canonical(name)}.yaml"
     if not path.is_file():
@@ -60,9 +58,9 @@ def weights_path(name: str) -> Path:
 
 @functools.cache
 def _param_count(name: str) -> int:
-    from . import build_any
+    from . import build_any, count_params
 
-    return sum(p.numel() for p in build_any(get_config(name)).parameters())
+    return count_params(build_any(get_config(name)))
 
 
 def list_models(count_params: bool = True) -> list[dict[str, Any]]:

@@ -102,10 +102,6 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    write_text_atomic(path, text)
-
-
 # ----------------------------------------------------------------------------------------------- state files
 def _encode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     """Plain-JSON skeleton of ``obj``; tensors move to ``tensors`` (tuples and non-string keys are tagged)."""
@@ -259,8 +255,8 @@ class CheckpointManager:
         best = self.root / "best"
         best.mkdir(parents=True, exist_ok=True)
         save_weights(model, best / WEIGHTS, model_config, metadata)
-        _atomic_write_text(
-            json.dumps({"step": step, "metric": metric, "value": value}) + "\n", best / "best.json"
+        write_text_atomic(
+            best / "best.json", json.dumps({"step": step, "metric": metric, "value": value}) + "\n"
         )
         return best
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import apply_overrides, from_dict, load_yaml, to_dict
+from ..config import apply_overrides, check_literals, from_dict, load_yaml, to_dict, typed_by
 from ..data.datasets import DataConfig
 from ..errors import ConfigError
+from ..models import AnyModelConfig, choose_model_config
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrainConfig:
     init_weights: str | None = None
 
     def __post_init__(self) -> None:
+        check_literals(self, "train")
         positive = ("max_steps", "batch_size", "log_every", "val_every", "checkpoint_every", "keep_last")
         for name in positive:
             if getattr(self, name) < 1:
@@ -78,7 +80,8 @@ class TrainConfig:
 class RunConfig:
     """A complete training run: what to train (model), on what (data, val) and how (train)."""
 
-    model: Any  # a model config of any registered kind (flow, regression, sequential), parsed by its ``kind``
+    # a model config of any registered kind (flow, regression, sequential): its ``kind`` picks the dataclass
+    model: AnyModelConfig = field(metadata=typed_by(choose_model_config))
     data: DataConfig
     val: DataConfig | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -96,15 +99,11 @@ def _resolve_model_name(data: dict[str, Any]) -> dict[str, Any]:
 def run_config_from_dict(data: dict[str, Any], overrides: list[str] | None = None) -> RunConfig:
     """RunConfig from plain data: ``--set model=NAME`` first, then zoo names resolved, then the other ``--set``
     overrides (so ``model.flow.hidden=64`` applies to the named config), then strict typing."""
-    from ..models.zoo import parse_model_config
-
     overrides = list(overrides or [])
     whole_model = [o for o in overrides if o.split("=", 1)[0].strip() == "model"]
     rest = [o for o in overrides if o not in whole_model]
     data = apply_overrides(dict(data), whole_model)
     data = apply_overrides(_resolve_model_name(data), rest)
-    if isinstance(data.get("model"), dict):
-        data["model"] = parse_model_config(data["model"], path="model")
     return from_dict(RunConfig, data)
 
 

@@ -47,7 +47,7 @@ class RunLogger:
                 for ln in self.jsonl.read_text().splitlines()
                 if ln and json.loads(ln).get("step", 0) <= step
             ]
-            self._rewrite(self.jsonl, "".join(ln + "\n" for ln in keep))
+            write_text_atomic(self.jsonl, "".join(ln + "\n" for ln in keep))
         for path in self.csv_paths.values():
             if path.is_file():
                 with path.open(newline="") as fh:
@@ -78,10 +78,6 @@ class RunLogger:
             if new:
                 writer.writeheader()
             writer.writerow({k: record.get(k, "") for k in header})
-
-    @staticmethod
-    def _rewrite(path: Path, text: str) -> None:
-        write_text_atomic(path, text)
 
     def _rewrite_csv(self, path: Path, rows: list[list[str]]) -> None:
         with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:

@@ -31,23 +31,22 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 
 
 class LRSchedule:
-    """Sets the optimiser's learning rate before each update; its only state is the step it last applied."""
+    """Sets the optimiser's learning rate before each update; stateless beyond the config (the rate is a pure
+    function of the step, which the trainer's checkpoint already holds)."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
         self.optimizer = optimizer
         self.cfg = cfg
-        self.last_step = -1
 
     def apply(self, step: int) -> float:
         """Set every parameter group's lr for update ``step`` and return it."""
         lr = self.cfg.lr * lr_factor(step, self.cfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self.last_step = step
         return lr
 
-    def state_dict(self) -> dict[str, int | str]:
-        return {"last_step": self.last_step, "schedule": self.cfg.schedule}
+    def state_dict(self) -> dict[str, str]:
+        return {"schedule": self.cfg.schedule}
 
     def load_state_dict(self, state: dict[str, int | str]) -> None:
-        self.last_step = int(state["last_step"])
+        """Nothing to restore (checkpoints written before carry a ``last_step`` entry, which is not needed)."""

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
+from ..losses import check_batch_for
 from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, step_dir_name
 from .config import TrainConfig
 from .distributed import DistContext
@@ -267,6 +268,9 @@ class Trainer:
             k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()
         }
         if not self.initialized:
+            # the batch keys every configured loss term needs (one line naming the key and the term), before the
+            # data-dependent init reads the batch: e.g. an hq-reading term on unpaired data
+            check_batch_for(self.model, batch)
             self._initialize(batch)
         if self.wrapped is None:
             self._wrap()

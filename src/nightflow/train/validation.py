@@ -16,8 +16,9 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.io import write_image
-from ..metrics.psnr import psnr
-from ..metrics.ssim import ssim
+from ..evaluation.engine import EvalOptions, restore_item, score_item
+
+METRICS = ("psnr", "ssim")  # the evaluation engine's names: RGB PSNR and SSIM, skimage convention
 
 
 def _safe_name(index: int, name: object) -> str:
@@ -36,33 +37,31 @@ def validate(
     temperature: float = 0.0,
     seed: int = 0,
 ) -> dict[str, float]:
-    """Mean PSNR and SSIM (RGB, skimage convention) over the first ``max_images`` items, one at a time since
-    validation images may differ in size; the first ``save_images`` outputs go to ``samples_dir``."""
+    """Mean PSNR and SSIM over the first ``max_images`` items, one at a time since validation images may differ
+    in size; the first ``save_images`` outputs go to ``samples_dir``.
+
+    Restoring and scoring are the evaluation engine's (:func:`~nightflow.evaluation.engine.restore_item`,
+    :func:`~nightflow.evaluation.engine.score_item`), so a validation score is what ``nightflow eval`` reports
+    for the same image: the mean path (or, at ``temperature`` > 0, noise seeded by (``seed``, index)), untiled,
+    with the whole image's context (the item's ``ctx_thumb`` when it carries one)."""
     model.eval()
     count = min(len(dataset), max_images)  # type: ignore[arg-type]
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": []}
+    options = EvalOptions(metrics=list(METRICS), temperature=temperature, seed=seed, tile=0)
+    scores: dict[str, list[float]] = {m: [] for m in METRICS}
     for i in range(count):
         item = dataset[i]
         lq = item["lq"].unsqueeze(0).to(device)
         hq = item["hq"].unsqueeze(0).to(device)
         # the whole image's context, with the model's own exposure estimate (as a user would get it)
         thumb = item.get("ctx_thumb")
-        make_context = getattr(model, "context", None)  # models without global statistics have none
-        extra = {}
-        if make_context is not None:
-            thumb = None if thumb is None else thumb.unsqueeze(0).to(device)
-            extra["context"] = make_context(lq, thumb=thumb)
-        if temperature > 0:
-            out = model.restore(lq, temperature=temperature, generator=generator, **extra)
-        else:
-            out = model.restore(lq, temperature=0.0, **extra)
+        context = None if thumb is None else model.context(lq, thumb=thumb.unsqueeze(0).to(device))
+        out = restore_item(model, lq, options, i, hq, context=context, name=type(model).__name__)
         out = out.float().clamp(0, 1).cpu()
-        hq = hq.float().cpu()
-        scores["psnr"].append(float(psnr(out, hq)[0]))
-        scores["ssim"].append(float(ssim(out, hq)[0]))
-        if i < save_images:  # a resumed run may redo a round: replacing its own sample is intended
+        row = score_item(out, hq.float().cpu(), options, int(model.scale), str(item.get("name", i)))
+        for key in METRICS:
+            scores[key].append(row[key])
+        if i < save_images and bool(torch.isfinite(out).all()):
+            # a resumed run may redo a round: replacing its own sample is intended; NaN output is not written
             write_image(samples_dir / _safe_name(i, item.get("name")), out[0], overwrite=True)
     result = {}
     for key, values in scores.items():

@@ -1,4 +1,4 @@
-"""Attention blocks that work on images of any size at a cost linear in the pixel count.
+"""Attention and gating blocks that work on images of any size at a cost linear in the pixel count.
 
 Why: a photo can be 24 MP; attention over all pixels (quadratic) is out of the question. Two kinds are
 offered:
@@ -12,18 +12,24 @@ offered:
   and values from the features.
 Both derive q, k, v with a 1×1 conv followed by a depthwise 3×3 conv, which also gives the window attention a
 sense of position inside its window.
+
+Also here: CBAM's channel and spatial gates (used by the flow's coupling subnets) and ``GlobalContext`` (a
+per-image vector from the global mean, used by the sequential baseline's enhancer). Both pool over whatever
+they are given (a tile, a crop), not over the whole-image context.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..context import AttentionStore
-from .blocks import LayerNorm2d
+from .conv import LayerNorm2d
+
+if TYPE_CHECKING:  # annotations only: the layer library (and so the flow's subnets) imports no image code
+    from ..context import AttentionStore
 
 AttentionKind = Literal["channel", "window"]
 
@@ -171,3 +177,57 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), store)
         return x + self.ffn(self.norm2(x))
+
+
+class ChannelGate(nn.Module):
+    """CBAM channel attention: shared MLP on average- and max-pooled descriptors, sigmoid gate.
+
+    ``window`` 0 pools over the whole map (CBAM, UPT-Flow as released). A window > 0 pools over a
+    ``window``×``window`` neighbourhood of each pixel instead: the gate then sees the same statistics in a
+    96 px training crop, in a tile and in the whole photo, so tiled output can match whole-image output (a
+    global pool inside the flow cannot come from a thumbnail: its input is the half-decoded latent)."""
+
+    def __init__(self, channels: int, reduction: int = 16, window: int = 0):
+        super().__init__()
+        if window < 0 or (window and window % 2 == 0):
+            raise ValueError(f"ChannelGate window must be 0 (global) or odd, got {window}")
+        mid = max(1, channels // reduction)
+        self.window = window
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, mid, 1), nn.ReLU(inplace=True), nn.Conv2d(mid, channels, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.window:
+            k, p = self.window, self.window // 2
+            avg_d = F.avg_pool2d(x, k, stride=1, padding=p, count_include_pad=False)
+            max_d = F.max_pool2d(x, k, stride=1, padding=p)
+        else:
+            avg_d, max_d = F.adaptive_avg_pool2d(x, 1), F.adaptive_max_pool2d(x, 1)
+        return x * torch.sigmoid(self.mlp(avg_d) + self.mlp(max_d))
+
+
+class SpatialGate(nn.Module):
+    """CBAM spatial attention: 7×7 conv over channel-wise mean and max maps, sigmoid gate."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(desc))
+
+
+class GlobalContext(nn.Module):
+    """Adds a per-image vector computed from the global mean of the features: exposure is a global property,
+    and a small U-Net's receptive field does not see the whole frame."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(channels, channels, 1)
+        self.fc2 = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.mean(dim=(2, 3), keepdim=True)
+        return x + self.fc2(F.leaky_relu(self.fc1(g), 0.2))
