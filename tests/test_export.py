@@ -74,7 +74,8 @@ def exported(request, tmp_path_factory):
 
 
 def test_bundled_flows_are_listed():
-    assert len(BUNDLED) >= 1 and all(name.startswith("lolisrflow") for name in BUNDLED)
+    assert len(BUNDLED) >= 1 and all(name.startswith(("lolisrflow", "uptflow")) for name in BUNDLED)
+    assert "uptflow-tiny" in BUNDLED  # UPT-Flow exports too (msformer, cross couplings, cbam-local)
 
 
 @pytest.mark.parametrize("temperature", [0.0, SAMPLE_T])

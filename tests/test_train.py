@@ -461,3 +461,31 @@ def test_set_model_to_a_zoo_name_replaces_the_recipes_model_before_other_overrid
     assert cfg.model.name == "lolisrflow-x4-tiny" and cfg.model.scale == 4 and cfg.model.flow.hidden == 48
     with pytest.raises(ConfigError, match="no-such-model"):
         load_recipe("lolisrflow-x2-tiny-synthetic", ["model=no-such-model"])
+
+
+def test_init_weights_copies_every_tensor_and_refuses_a_model_that_does_not_fit(tmp_path):
+    """train.init_weights (fine-tuning): the run starts from the given weights, settings without tensors (the
+    scale floor) may differ, a different shape is one line naming the tensor."""
+    import dataclasses
+
+    from nightflow.models import build_any
+    from nightflow.models.checkpoint import save_model
+    from nightflow.models.zoo import get_config
+    from nightflow.train.run import load_initial_weights
+
+    cfg = get_config("lolisrflow-x2-tiny")
+    torch.manual_seed(1)
+    donor = build_any(cfg)
+    with torch.no_grad():
+        for p in donor.parameters():
+            p.add_(0.01)  # away from any fresh initialisation
+    path = save_model(donor, tmp_path / "donor.safetensors", cfg)
+    floored = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, scale_floor=0.1))
+    torch.manual_seed(2)
+    model = build_any(floored)
+    load_initial_weights(model, str(path))
+    for (name, a), b in zip(donor.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), name
+    wider = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, hidden=48))
+    with pytest.raises(UserError, match="does not fit.*shape differs"):
+        load_initial_weights(build_any(wider), str(path))

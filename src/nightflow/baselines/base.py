@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from ..models.base import SizeSpec, TilingSpec
+from ..models.base import SizeSpec, TilingSpec, copies
 
 
 class Baseline(nn.Module):
@@ -78,10 +78,7 @@ class Baseline(nn.Module):
         context: Any = None,
     ) -> torch.Tensor:
         """``n`` identical copies of :meth:`restore` (a classical method has no distribution)."""
-        if n < 1:
-            raise UserError(f"n must be >= 1, got {n}")
-        out = self.restore(lq)
-        return out.unsqueeze(0).expand(n, *out.shape).clone()
+        return copies(self.restore(lq), n)
 
     def forward(self, lq: torch.Tensor) -> torch.Tensor:
         return self.restore(lq)

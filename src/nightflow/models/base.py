@@ -126,6 +126,13 @@ def tiling_for(multiple: int, margin: int, tileable: bool = True) -> TilingSpec:
     return TilingSpec(tileable, grid=multiple, margin=margin, min_tile=-(-least // multiple) * multiple)
 
 
+def copies(out: Tensor, n: int) -> Tensor:
+    """``sample`` of a deterministic restorer: ``n`` independent copies of its one output, n×N×3×sH×sW."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+    return out.unsqueeze(0).expand(n, *out.shape).clone()
+
+
 def is_trainable(restorer: object) -> bool:
     """True for restorers the trainer can optimise (they define ``loss`` and ``initialize``)."""
     return isinstance(restorer, Trainable)

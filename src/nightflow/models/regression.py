@@ -36,7 +36,7 @@ from ..encoders import (
 from ..errors import ConfigError
 from ..layers import PixelShuffleUp, ResBlock, resize
 from ..losses import ForwardOutputs, LossSet, LossSpec, check_losses, upgrade_loss_weights, weighted
-from .base import SizeSpec, TilingSpec, tiling_for
+from .base import SizeSpec, TilingSpec, copies, tiling_for
 from .sizes import check_pair, crop_to, pad_to_multiple
 
 
@@ -104,10 +104,7 @@ class DeterministicRestorer(nn.Module):
         context: ImageContext | None = None,
     ) -> Tensor:
         """``n`` identical copies of :meth:`restore`, shape n×N×3×sH×sW (no distribution to sample from)."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        out = self.restore(lq, context=context)
-        return out.unsqueeze(0).expand(n, *out.shape).clone()
+        return copies(self.restore(lq, context=context), n)
 
     @torch.no_grad()
     def initialize(self, batch: dict) -> None:
