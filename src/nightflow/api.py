@@ -17,7 +17,7 @@ import torch
 
 from . import inference, pipeline
 from .data.io import ImageInputError, ImageKind, check_finite, image_to_tensor, tensor_to_image
-from .models.base import Restorer
+from .models.base import SAMPLE_TEMPERATURE, Restorer
 from .pipeline import (
     MAX_EXPOSURE,
     MAX_TEMPERATURE,
@@ -122,7 +122,7 @@ class Model:
         self,
         img: Any,
         n: int = 4,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         seed: int = 0,
         tile: int | None = None,
         exposure: float = 0.0,
@@ -138,7 +138,7 @@ class Model:
         self,
         img: Any,
         n: int = 8,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         seed: int = 0,
         tile: int | None = None,
         exposure: float = 0.0,

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from .context import ImageContext
 from .errors import ConfigError, SettingError, UserError
+from .models.base import SAMPLE_TEMPERATURE
 
 # Peak bytes of working memory per *output* pixel of one tile, used only to pick a tile size automatically.
 # Measured as untiled peak RSS growth / output pixels at 0.25 MP on CPU (benchmarks/bench_inference.py child):
@@ -427,7 +428,7 @@ def iter_samples(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int,
-    temperature: float = 0.8,
+    temperature: float = SAMPLE_TEMPERATURE,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,
@@ -466,7 +467,7 @@ def sample(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int = 4,
-    temperature: float = 0.8,
+    temperature: float = SAMPLE_TEMPERATURE,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,
@@ -525,7 +526,7 @@ def uncertainty(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int = 8,
-    temperature: float = 0.8,
+    temperature: float = SAMPLE_TEMPERATURE,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,

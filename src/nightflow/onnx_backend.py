@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .context import thumbnail
 from .errors import ConfigError, ModelNotFoundError, UserError, WeightsError
 from .export import META_KEY
-from .models.base import SizeSpec, TilingSpec
+from .models.base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec
 
 
 def _ort() -> Any:
@@ -185,7 +185,7 @@ class OnnxRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         generator: torch.Generator | None = None,
         context: OnnxContext | None = None,
     ) -> Tensor:

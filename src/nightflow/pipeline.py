@@ -32,13 +32,14 @@ import torch
 from . import inference, seeding
 from .data import io
 from .errors import SettingError
+from .models.base import (
+    SAMPLE_TEMPERATURE,
+)  # samples and spreads when no temperature is given (measured: 0.4)
 
 # Sampling temperatures above this are far outside the latent's N(0, 1) support: the flow decodes saturated noise.
 MAX_TEMPERATURE = 2.0
 MAX_EXPOSURE = 8.0  # EV either way: beyond that the gain only amplifies noise or clips everything
 SEED_RANGE = (0, seeding.SEED_MAX)  # what torch.Generator.manual_seed accepts, non-negative
-SAMPLE_TEMPERATURE = 0.8  # samples and spreads when no temperature is given
-
 
 # ---------------------------------------------------------------------------------------------------- settings
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
-from ..models.base import SizeSpec, TilingSpec, copies
+from ..models.base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, copies
 
 
 class Baseline(nn.Module):
@@ -73,7 +73,7 @@ class Baseline(nn.Module):
         self,
         lq: torch.Tensor,
         n: int = 4,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         generator: torch.Generator | None = None,
         context: Any = None,
     ) -> torch.Tensor:

@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..models.base import SAMPLE_TEMPERATURE  # --samples/--uncertainty when --temperature is not given
 from ._args import tile_size
 
 DEFAULT_MODEL = "lolisrflow-x2"  # the zoo's default x2 model
 OUT_FOLDER = "nightflow_out"
-SAMPLE_TEMPERATURE = 0.8  # used for --samples/--uncertainty when --temperature is not given
 RECORD_KEY = "nightflow"  # PNG tEXt keyword of the JSON record of what made an output
 # Inputs at least this large get a start and a finish line: one untiled piece can take a minute on a CPU.
 ANNOUNCE_PIXELS = 1_000_000

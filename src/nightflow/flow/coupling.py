@@ -5,7 +5,7 @@ log-dets stay finite and the inverse never divides by zero (LLFlow's NaNs came f
 
 Why a floor: with floor 0 (LLFlow's form) a trained flow drives scales to eps on inputs it never saw (uniform
 noise, checkerboards), and the inverse then expands 1/eps = 10⁴× per layer: decode(encode(x)) reached 1e33.
-A floor bounds that expansion to 1/floor per layer; 0.25 keeps any input in [0, 1] invertible to 1e-3
+A floor bounds that expansion to 1/floor per layer; 0.3 (bundled LoLiSRFlow; 0.25 for UPT-Flow) keeps any input in [0, 1] invertible to 1e-3
 (``scripts/flow_stability.py``, ``docs/reliability.md``). Floor 0 reproduces the old form exactly.
 """
 

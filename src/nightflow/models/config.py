@@ -27,7 +27,7 @@ class FlowSpec:
     transitions: int = 2
     scale_eps: float = 1e-4
     # lower bound of every coupling scale: bounds the inverse's expansion to 1/floor per layer, so decoding stays
-    # finite and exact off the training distribution (0 = LLFlow's unbounded form; bundled flows use 0.25)
+    # finite and exact off the training distribution (0 = LLFlow's unbounded form; bundled LoLiSRFlow 0.3, UPT-Flow 0.25)
     scale_floor: float = 0.0
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from ..encoders import (
 from ..errors import ConfigError
 from ..layers import PixelShuffleUp, ResBlock, resize
 from ..losses import ForwardOutputs, LossSet, LossSpec, check_losses, upgrade_loss_weights, weighted
-from .base import SizeSpec, TilingSpec, copies, tiling_for
+from .base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, copies, tiling_for
 from .sizes import check_pair, crop_to, pad_to_multiple
 
 
@@ -99,7 +99,7 @@ class DeterministicRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
     ) -> Tensor:

@@ -24,7 +24,7 @@ from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..losses import ForwardOutputs, LossSet
 from ..maps import color_ratio_map
-from .base import SizeSpec, TilingSpec, tiling_for
+from .base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, tiling_for
 from .config import ModelConfig
 from .sizes import check_pair, crop_to, pad_pair, pad_to, pad_to_multiple
 
@@ -202,7 +202,7 @@ class FlowRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = 0.8,
+        temperature: float = SAMPLE_TEMPERATURE,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
     ) -> Tensor:
