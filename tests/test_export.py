@@ -223,7 +223,9 @@ def test_cli_export_then_enhance_with_the_onnx_backend(tmp_path, capsys, monkeyp
     ]
     assert main(argv) == 0
     cached = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
-    assert len(cached) == 2 and any("-t0.8-" in n for n in cached)
+    from nightflow.models.base import SAMPLE_TEMPERATURE
+
+    assert len(cached) == 2 and any(f"-t{SAMPLE_TEMPERATURE}-" in n for n in cached)
     capsys.readouterr()
     # the file holds T = 0 only
     assert (
