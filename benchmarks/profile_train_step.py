@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import default_collate
 
 from nightflow.data.datasets import SyntheticDataset
-from nightflow.flow import bits_per_dim, dequantize, standard_normal_log_prob
+from nightflow.losses import LossSet
 from nightflow.models import build_model
 from nightflow.models.zoo import get_config
 
@@ -26,27 +26,16 @@ def _timed(times: dict[str, float], name: str, fn):
 
 
 def step(model, batch, opt, amp: bool) -> dict[str, float]:
-    """One NLL + 1.5·L1 + exposure step, each part timed (the same calls FlowRestorer.loss makes)."""
+    """One step of the model's own loss (``cfg.losses`` over ``loss_outputs``), each lazily computed part timed
+    as it is first read: context, encoder, flow forward (NLL), flow reverse (mean-path L1)."""
     times: dict[str, float] = {}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        ctx = _timed(times, "context pass + exposure head", lambda: model.encoder.batch_context(batch))
-        lq_p, size = model._pad_lq(batch["lq"])
-        hq_p = model._pad_hq(batch["hq"], size, lq_p)
-        cond = _timed(times, "encoder", lambda: model.condition(lq_p, ctx))
-        prior = model._prior(cond.color_map)
-
-        def forward():
-            lat, ld = model.flow.encode(dequantize(hq_p, 256, None), cond.features, prior)
-            log_p = ld + sum(standard_normal_log_prob(z) for z in lat)
-            return lat, bits_per_dim(log_p, hq_p[0].numel(), 256).mean()
-
-        lat, nll = _timed(times, "flow forward (NLL)", forward)
-        mean = _timed(
-            times,
-            "flow reverse (mean path L1)",
-            lambda: model.flow.decode([torch.zeros_like(z) for z in lat], cond.features, prior),
-        )
-        total = nll + 1.5 * (mean - hq_p).abs().mean() + 0.1 * ctx.exposure_loss()
+        out = model.loss_outputs(batch)
+        _timed(times, "context pass + exposure head", lambda: out.get("exposure_estimate"))
+        _timed(times, "encoder", lambda: out.get("color_map"))
+        _timed(times, "flow forward (NLL)", lambda: out.get("nll"))
+        _timed(times, "flow reverse (mean path L1)", lambda: out.get("prediction"))
+        total = LossSet(model.cfg.losses)(out, batch)["total"]  # every part above is computed once
     opt.zero_grad()
     _timed(times, "backward", total.backward)
     _timed(times, "optimiser", opt.step)

@@ -2,6 +2,7 @@
 encode → decode for real and synthetic inputs, and the range of decoded samples (issue 16, item 5).
 
     python scripts/flow_stability.py lolisrflow-x2
+    python scripts/flow_stability.py lolisrflow-x2 --nll   # + mean NLL on the synthetic suite's 10 pairs
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model")
     parser.add_argument("--photos", default="data/photos")
+    parser.add_argument(
+        "--nll", action="store_true", help="also the mean NLL (bits/dim) on the synthetic suite's 10 pairs"
+    )
     args = parser.parse_args()
     model = nightflow.load(args.model).restorer.eval()
     scales: list[float] = []
@@ -61,6 +65,13 @@ def main() -> None:
                 f"T = {t}: smallest scale {min(scales):.2e}, decoded range [{float(raw.min()):.3f}, {float(raw.max()):.3f}]"
             )
     coupling.shift_and_scale = original
+    if args.nll:  # the pairs of benchmarks/suites/synthetic.yaml at this scale
+        pairs = SyntheticDataset(
+            args.photos, split="val", scale=model.scale, patch_size=384, length=10, seed=0, train=False
+        )
+        with torch.no_grad():
+            nll = [float(model.nll_bits_per_dim(p["hq"][None], p["lq"][None])) for p in pairs]
+        print(f"NLL on the synthetic suite's x{model.scale} pairs: {sum(nll) / len(nll):.4f} bits/dim")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def test_every_zoo_model_states_the_contract(built, name):
     # a flow whose subnets pool globally (UPT-Flow as released) cannot tile consistently, and says so
     global_pool = cfg.kind == "flow" and cfg.flow.subnet == "cbam"
     assert isinstance(m.tiling, TilingSpec) and m.tiling.tileable == (not global_pool)
-    assert m.tiling.grid % 1 == 0 and m.tiling.min_tile % m.tiling.grid == 0
+    assert (
+        m.tiling.grid == m.sizes.multiple and m.tiling.min_tile % m.tiling.grid == 0
+    )  # tiles on the pad grid
     assert m.tiling.min_tile >= 2 * m.tiling.margin, "a tile must be larger than the margins it discards"
     assert torch.float32 in m.dtypes
     assert isinstance(m.stochastic, bool) and m.needs_target is False

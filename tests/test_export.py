@@ -22,6 +22,7 @@ from nightflow.encoders.exposure import quantiles
 from nightflow.errors import UserError
 from nightflow.export import check_exportable, export_onnx
 from nightflow.models import build_model
+from nightflow.models.base import SAMPLE_TEMPERATURE
 from nightflow.models.checkpoint import save_model
 from nightflow.models.zoo import get_config, load_restorer
 from nightflow.onnx_backend import OnnxRestorer, load_onnx, read_metadata
@@ -29,7 +30,7 @@ from standin_restorer import StandInRestorer
 
 TOL = 1e-4  # max abs difference in [0, 1] units
 BUNDLED = [r["name"] for r in nightflow.list_models(count_params=False) if r["bundled"]]
-SAMPLE_T = 0.8
+SAMPLE_T = 0.8  # a sampled graph's temperature in these tests (not the default)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -223,8 +224,6 @@ def test_cli_export_then_enhance_with_the_onnx_backend(tmp_path, capsys, monkeyp
     ]
     assert main(argv) == 0
     cached = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
-    from nightflow.models.base import SAMPLE_TEMPERATURE
-
     assert len(cached) == 2 and any(f"-t{SAMPLE_TEMPERATURE}-" in n for n in cached)
     capsys.readouterr()
     # the file holds T = 0 only

@@ -128,13 +128,6 @@ class ImageContext:
             attention=[rep(a) for a in self.attention],  # type: ignore[misc]
         )
 
-    def exposure_loss(self) -> Tensor | None:
-        """Squared EV error of the exposure head against the gain that was applied (the oracle in training);
-        None when there is no head or no gain."""
-        if self.estimate is None or self.log2_gain is None:
-            return None
-        return (self.estimate - self.log2_gain.detach()).square().mean()
-
 
 class AttentionStore:
     """Hands global-attention maps from the context pass (``record``) to the image pass (``replay``), in order."""

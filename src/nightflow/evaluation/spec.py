@@ -32,10 +32,6 @@ class ResolvedModel:
     path: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def is_baseline(self) -> bool:
-        return self.kind == "baseline"
-
     def describe(self) -> dict[str, Any]:
         """Plain-data summary for JSON reports."""
         return {
