@@ -88,16 +88,21 @@ def child(case: dict) -> dict:
     }
 
 
-def _run_case(case: dict, timeout: int = 3600) -> dict:
+def run_child(module: str, case: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
+    """Run ``python -m module --child CASE`` in a fresh interpreter (its own peak RSS) from the repository root."""
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.bench_inference", "--child", json.dumps(case)],
+    return subprocess.run(
+        [sys.executable, "-m", module, "--child", json.dumps(case)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=env,
         timeout=timeout,
     )
+
+
+def _run_case(case: dict, timeout: int = 3600) -> dict:
+    proc = run_child("benchmarks.bench_inference", case, timeout)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
         return {"tile": case["tile"], "mp": case["mp"], "error": f"exit {proc.returncode}: {tail}"}

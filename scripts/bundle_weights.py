@@ -1,6 +1,6 @@
 """Copy a trained run's weights into the package (nightflow/weights/<name>.safetensors) as float16.
 
-Why float16: the bundled models must fit in 25 MB together; rounding the stored weights does not affect
+Why float16: the bundled models must stay small together (about 30 MB for five); rounding the stored weights does not affect
 invertibility (encode and decode use the same rounded weights, computed in float32). The run's training facts
 (steps, wall time, hardware, recipe) go into the file's metadata for the model card.
 

@@ -8,7 +8,15 @@ import pytest
 import torch
 from scipy.ndimage import gaussian_filter
 
-from nightflow.baselines import ENHANCERS, INTERPOLATORS, Baseline, get_baseline, is_baseline, list_baselines
+from nightflow.baselines import (
+    CLEANERS,
+    ENHANCERS,
+    INTERPOLATORS,
+    Baseline,
+    get_baseline,
+    is_baseline,
+    list_baselines,
+)
 from nightflow.context import oracle_log2_gain
 from nightflow.errors import UserError
 from nightflow.metrics import imresize, psnr
@@ -142,4 +150,4 @@ def test_bad_names_and_scales_are_one_line_user_errors():
     with pytest.raises(UserError, match="N×3×H×W"):
         get_baseline("gamma").restore(torch.rand(1, 1, 8, 8))
     assert is_baseline("lime+bicubic") and not is_baseline("lolisrflow-x2")
-    assert set(list_baselines()) == set(ENHANCERS) | set(INTERPOLATORS)
+    assert set(list_baselines()) == set(ENHANCERS) | set(CLEANERS) | set(INTERPOLATORS)

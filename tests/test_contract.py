@@ -43,8 +43,11 @@ def test_every_zoo_model_states_the_contract(built, name):
     assert m.scale in (1, 2, 4) and m.scale == zoo.get_config(name).scale
     assert isinstance(m.sizes, SizeSpec) and m.sizes.multiple >= 1
     cfg = zoo.get_config(name)
-    # a flow whose subnets pool globally (UPT-Flow as released) cannot tile consistently, and says so
-    global_pool = cfg.kind == "flow" and cfg.flow.subnet == "cbam"
+    # a flow whose subnets pool globally (UPT-Flow as released) or whose encoder pools each input on its own
+    # (SSFlow as released) cannot tile consistently, and says so
+    global_pool = cfg.kind == "flow" and (
+        cfg.flow.subnet == "cbam" or getattr(cfg.encoder_config, "pooling", "context") == "image"
+    )
     assert isinstance(m.tiling, TilingSpec) and m.tiling.tileable == (not global_pool)
     assert (
         m.tiling.grid == m.sizes.multiple and m.tiling.min_tile % m.tiling.grid == 0
@@ -81,7 +84,9 @@ def test_every_small_trainable_gives_a_finite_loss_that_backpropagates(name):
     torch.manual_seed(0)
     m = build_any(zoo.get_config(name)).train()
     s = m.scale
-    batch = {"lq": _lq(16, 16, n=2), "hq": torch.rand(2, 3, 16 * s, 16 * s)}
+    delta = torch.zeros(2, 3, 3)
+    delta[:, 1, 1] = 1.0  # the known blur kernel that SSFlow's reblur term reads: none
+    batch = {"lq": _lq(16, 16, n=2), "hq": torch.rand(2, 3, 16 * s, 16 * s), "blur_kernel": delta}
     m.initialize(batch)
     out = m.loss(batch, torch.Generator().manual_seed(0))
     assert "total" in out and torch.isfinite(out["total"])

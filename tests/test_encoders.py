@@ -159,7 +159,7 @@ def test_zoo_encoder_configs_round_trip_through_plain_dicts():
 
 
 def test_build_encoder_is_strict():
-    assert set(ENCODERS) == {"mpct", "msformer", "rrdb"}
+    assert set(ENCODERS) == {"mpct", "msformer", "oatt_unet", "rrdb"}
     enc = build_encoder("rrdb", {"nf": 8, "nb": 2, "gc": 4, "stack_blocks": [1]}, 2, 3)
     assert isinstance(enc, RRDBEncoder) and enc.out_channels == [16, 16, 16]
     assert isinstance(build_encoder("mpct", zoo_encoder("lolisrflow-x2-tiny"), 4, 3), MPCTEncoder)

@@ -214,7 +214,8 @@ def test_every_encoder_uses_the_adapter_and_meets_the_flow_sizes(name, scale, le
 # or renamed without keeping its attribute path would break every bundled and trained checkpoint
 STATE_DICT_KEYS = {
     "llflow": "4d0549e8683078bb",
-    "llflow-small": "3c0a8c9d21550b88",
+    # issue 15: coupling/injector hidden 32 → 64 as released (same keys, wider shapes; was 3c0a8c9d21550b88)
+    "llflow-small": "31d99c2136add746",
     "lolisrflow-x1-paper": "028fa45f23c57a37",
     "lolisrflow-x1-tiny": "fc2db467b052675e",
     "lolisrflow-x2-paper": "1ff1ef25df96971e",
@@ -226,6 +227,8 @@ STATE_DICT_KEYS = {
     "regression-x4-tiny": "61396bce4b5c7778",
     "sequential-x2-tiny": "4d50c0214ef6f9b9",
     "sequential-x4-tiny": "3a9d4a2872c0760e",
+    "ssflow-paper": "18fdaad7322471eb",
+    "ssflow-tiny": "81abf8f4e50c2243",
     "uptflow-paper": "69011408b7d4ea81",
     "uptflow-tiny": "aeb5a7d90f9c0a31",
 }

@@ -44,7 +44,14 @@ CASES = {
         (8, 8),
         1,
     ),
-    "llflow-small": ("llflow-small", {}, ("ctx_thumb",), (16, 12), 0),
+    # pinned with coupling hidden 32, before llflow-small became the released width (64, issue 15): the old flow
+    "llflow-small": (
+        "llflow-small",
+        {"flow": {"levels": 3, "steps": 4, "hidden": 32}},
+        ("ctx_thumb",),
+        (16, 12),
+        0,
+    ),
     "regression-x2-tiny": ("regression-x2-tiny", {}, ("ctx_thumb", "log2_gain"), (12, 10), 0),
     "regression-x2-tiny-legacy-color": (
         "regression-x2-tiny",
@@ -178,7 +185,8 @@ def test_the_registry_names_every_term_with_its_batch_needs():
 
 def test_unknown_or_misplaced_terms_are_one_line_config_errors():
     with pytest.raises(
-        ConfigError, match=r"unknown loss term 'perceptual'; choose one of: color_map_l1, .*nll"
+        ConfigError,
+        match=r"unknown loss term 'perceptual'; choose one of: color_consistency, color_map_l1, .*nll",
     ) as e:
         parse_model_config(_flow_data(losses=[{"name": "perceptual", "weight": 1.0}]))
     assert "\n" not in str(e.value)

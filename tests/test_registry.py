@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 import torch
 
-from nightflow.baselines import ENHANCERS, INTERPOLATORS, get_baseline, list_baselines
+from nightflow.baselines import CLEANERS, ENHANCERS, INTERPOLATORS, get_baseline, list_baselines
 from nightflow.config import from_dict, to_dict
 from nightflow.data import degrade as deg
 from nightflow.data.datasets import DATASET_FORMATS, DataConfig
@@ -24,6 +24,7 @@ REGISTRIES = {
     "encoder": ENCODERS,
     "model kind": MODEL_KINDS,
     "enhancer": ENHANCERS,
+    "denoise/deblur step": CLEANERS,
     "interpolator": INTERPOLATORS,
     "metric": METRICS,
     "degradation preset": deg.PRESETS,
@@ -63,7 +64,7 @@ def test_every_registry_is_filled_and_names_its_kind(kind):
 def test_every_registered_encoder_builds_from_its_default_config(name):
     cls, cfg_cls = ENCODERS[name]
     with torch.device("meta"):  # the default (paper) sizes allocate nothing here
-        enc = build_encoder(name, None, 2, 3)
+        enc = build_encoder(name, None, cls.supported_scales[-1], 3)
     assert type(enc) is cls and len(enc.out_channels) == 3
     assert dataclasses.is_dataclass(cfg_cls) and not dataclasses.fields(cfg_cls) or cfg_cls() == cfg_cls()
 
@@ -132,7 +133,9 @@ def test_encoder_config_is_the_encoders_dataclass_chosen_by_its_name():
 
 
 def test_python_construction_is_as_strict_as_yaml():
-    with pytest.raises(ConfigError, match="unknown encoder 'glow'; choose one of: mpct, msformer, rrdb"):
+    with pytest.raises(
+        ConfigError, match="unknown encoder 'glow'; choose one of: mpct, msformer, oatt_unet, rrdb"
+    ):
         ModelConfig(encoder="glow")
     with pytest.raises(ConfigError, match="encoder_config.dimz"):
         ModelConfig(encoder_config={"dimz": [8]})

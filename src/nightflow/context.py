@@ -58,6 +58,21 @@ def oracle_log2_gain(lq: Tensor, hq: Tensor, eps: float = 1e-4) -> Tensor:
     return out[0] if single else out
 
 
+MIDDLE_GREY = (
+    0.18  # linear luminance an auto-exposed scene averages to (18 % grey: what exposure meters aim at)
+)
+
+
+def auto_log2_gain(
+    thumb: Tensor, level: float = MIDDLE_GREY, max_ev: float = 10.0, eps: float = 1e-4
+) -> Tensor:
+    """The target-free exposure of whole images: log2(``level`` / mean linear luminance) per image of N×3×h×w
+    thumbnails, clipped to [0, ``max_ev``] (never darkens). What a camera's meter would do; the self-supervised
+    losses and the ``auto-exposure`` baseline use it where no normal-light target exists."""
+    mean = linear_luminance(thumb.float()).mean(dim=(1, 2, 3)) + eps
+    return torch.log2(level / mean).clamp(0.0, max_ev)
+
+
 def apply_gain(x: Tensor, log2_gain: Tensor) -> Tensor:
     """Multiply an sRGB batch by 2^log2_gain (N values) in linear light and re-encode, clipped to [0, 1]."""
     # 2**x as pow, not exp2: the same value to 1 ulp (equal on the few gains of a batch), and it exports to ONNX

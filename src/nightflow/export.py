@@ -67,7 +67,13 @@ def check_exportable(restorer: nn.Module) -> None:
     if not isinstance(restorer, FlowRestorer):
         raise UserError(
             f"{type(restorer).__name__} is not a conditional flow; only flow models (nightflow models: "
-            "lolisrflow-*, llflow*, uptflow*) export to ONNX"
+            "lolisrflow-*, llflow*, uptflow*, ssflow-tiny) export to ONNX"
+        )
+    if not restorer.encoder.onnx_exportable:
+        raise UserError(
+            f"{type(restorer.encoder).__name__} pools each input at its own size (SSFlow's released 'image' "
+            "pooling), which an ONNX graph with dynamic sizes cannot express; export a model with "
+            "'pooling: context' (ssflow-tiny)"
         )
 
 

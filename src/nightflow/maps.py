@@ -51,16 +51,19 @@ def color_map_l1(predicted: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
     return (predicted - color_ratio_map(image)).abs().mean()
 
 
-def noise_map(color_map: torch.Tensor) -> torch.Tensor:
+def noise_map(color_map: torch.Tensor, border: str = "replicate") -> torch.Tensor:
     """LLFlow's noise map: per pixel and channel, max(|∂x C|, |∂y C|) with central differences.
 
     Keeps all channels (N×3×H×W → N×3×H×W), as LLFlow does. Central difference = (C[i+1] − C[i−1]) / 2; at the
     border the image is replicated (a one-sided half difference there), unlike upstream's zero padding, which
-    fakes an edge along every border. Noise in a dark image makes the colour-ratio map jumpy; this says where.
+    fakes an edge along every border (``border="zeros"`` reproduces upstream, for converted checkpoints).
+    Noise in a dark image makes the colour-ratio map jumpy; this says where.
     """
     _check_rank(color_map, "noise_map")
+    if border not in ("replicate", "zeros"):
+        raise ImageValueError(f"noise_map: border must be 'replicate' or 'zeros', got {border!r}")
     c = color_map if color_map.dim() == 4 else color_map.unsqueeze(0)
-    padded = F.pad(c, (1, 1, 1, 1), mode="replicate")
+    padded = F.pad(c, (1, 1, 1, 1), mode="replicate") if border == "replicate" else F.pad(c, (1, 1, 1, 1))
     dx = 0.5 * (padded[..., 1:-1, 2:] - padded[..., 1:-1, :-2])
     dy = 0.5 * (padded[..., 2:, 1:-1] - padded[..., :-2, 1:-1])
     out = torch.maximum(dx.abs(), dy.abs())

@@ -2,7 +2,7 @@
 
 Why: RELLISUR asks whether enhancing then upscaling beats upscaling then enhancing; names joined by ``+`` run
 left to right, so ``clahe+bicubic`` enhances then upscales and ``bicubic+clahe`` upscales then enhances.
-Enhancers: gamma, he, clahe, lime (scale 1). Interpolators: bicubic, lanczos, area (take the scale).
+Enhancers: gamma, he, clahe, lime, auto, oracle (scale 1); denoise/deblur steps (``CLEANERS``): nlm, rl. Interpolators: bicubic, lanczos, area (take the scale).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..registry import Registry
 from .base import Baseline
 from .enhance import CLAHE, AutoGamma, HistogramEqualization, LIMEStyle, OracleExposure
 from .interp import INTERPOLATORS, Interpolation
+from .restore import AutoExposure, NonLocalMeans, RichardsonLucy
 
 # name → (class, description); a new enhancer is its class plus one line here (interpolators: ``interp.py``)
 ENHANCERS: Registry[tuple[type[Baseline], str]] = Registry("enhancer")
@@ -27,6 +28,7 @@ ENHANCERS.add(
     "lime",
     (LIMEStyle, "LIME-style retinex: max-RGB illumination, guided-filter refinement, gamma 0.8, division"),
 )
+ENHANCERS.add("auto", (AutoExposure, "auto exposure: linear-light gain to 18 % grey mean luminance"))
 ENHANCERS.add(
     "oracle",
     (
@@ -34,6 +36,20 @@ ENHANCERS.add(
         "ORACLE (reads the ground truth): linear-light gain matching the target's mean luminance",
     ),
 )
+
+
+# denoising/deblurring steps for cascades after an enhancer (``auto+nlm+rl``): they do not brighten, so they are
+# not enhancers on their own
+CLEANERS: Registry[tuple[type[Baseline], str]] = Registry("denoise/deblur step")
+CLEANERS.add("nlm", (NonLocalMeans, "non-local means denoising (scikit-image), noise level estimated"))
+CLEANERS.add(
+    "rl",
+    (
+        RichardsonLucy,
+        "Richardson-Lucy deblurring (scikit-image), fixed Gaussian PSF sigma 1.5, 10 iterations",
+    ),
+)
+STEPS = (ENHANCERS, CLEANERS)  # the registries of parameter-free ×1 steps
 
 
 class Cascade(Baseline):
@@ -56,7 +72,7 @@ class Cascade(Baseline):
 
 def list_baselines() -> dict[str, str]:
     """Single baseline names → description; cascade them with ``+`` (e.g. ``lime+bicubic``)."""
-    return {name: item[1] for registry in (ENHANCERS, INTERPOLATORS) for name, item in registry.items()}
+    return {name: item[1] for registry in (*STEPS, INTERPOLATORS) for name, item in registry.items()}
 
 
 def get_baseline(name: str, scale: int = 1) -> Baseline:
@@ -64,7 +80,7 @@ def get_baseline(name: str, scale: int = 1) -> Baseline:
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
         raise UserError(f"scale must be a positive integer, got {scale!r}")
     parts = [p.strip().lower() for p in name.split("+")]
-    unknown = [p for p in parts if p not in ENHANCERS and p not in INTERPOLATORS]
+    unknown = [p for p in parts if not any(p in r for r in STEPS) and p not in INTERPOLATORS]
     if unknown:
         raise UserError(f"unknown baseline '{unknown[0]}'; choose from {', '.join(list_baselines())}")
     interps = [p for p in parts if p in INTERPOLATORS]
@@ -74,18 +90,25 @@ def get_baseline(name: str, scale: int = 1) -> Baseline:
         raise UserError(
             f"baseline '{name}' cannot upscale x{scale}; add an interpolator, e.g. '{name}+bicubic'"
         )
-    steps = [Interpolation(p, scale) if p in INTERPOLATORS else ENHANCERS.get(p)[0]() for p in parts]
+
+    def step(p: str) -> Baseline:
+        if p in INTERPOLATORS:
+            return Interpolation(p, scale)
+        return next(r for r in STEPS if p in r).get(p)[0]()
+
+    steps = [step(p) for p in parts]
     return steps[0] if len(steps) == 1 else Cascade(steps)
 
 
 def is_baseline(name: str) -> bool:
     """True if ``name`` parses as a baseline or cascade (for callers that also accept zoo names and paths)."""
     parts = [p.strip().lower() for p in name.split("+")]
-    return all(p in ENHANCERS or p in INTERPOLATORS for p in parts)
+    return all(any(p in r for r in STEPS) or p in INTERPOLATORS for p in parts)
 
 
 __all__ = [
     "CLAHE",
+    "CLEANERS",
     "ENHANCERS",
     "INTERPOLATORS",
     "AutoGamma",

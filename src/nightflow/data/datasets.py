@@ -70,6 +70,9 @@ class DataConfig:
     # always kept (each is re-read for every crop), so ``cache: false`` is refused for synthetic data
     cache: bool | None = None
     recursive: bool = True  # look into subfolders (paired/unpaired/synthetic)
+    # withhold: items carry no normal-light target (no "hq", no oracle "log2_gain"): self-supervised training on
+    # paired or synthetic data, with the targets provably out of reach of the losses
+    targets: Literal["keep", "withhold"] = "keep"
     scene_size: int = (
         384  # synthetic: side (HR px) of the "whole image" each crop is cut from and degraded with
     )
@@ -395,14 +398,20 @@ class SyntheticDataset(Dataset):
         gen = item_generator(self.seed, epoch, index)
         crop_gen = gen if self.train else None
         hq = self._scene(self._load(photo), crop_gen)
-        lq, _params = deg.degrade(hq, self.scale, self.preset, gen)
+        lq, params = deg.degrade(hq, self.scale, self.preset, gen)
         context = whole_image_context(lq, hq)
         if self.patch_size is not None:
             lq, hq = paired_crop(lq, hq, self.patch_size, self.scale, crop_gen, photo.name)
             assert hq is not None
-        if self.augment:
-            lq, hq = augment([lq, hq], gen, rotate=hq.shape[-1] == hq.shape[-2])
+        parts = [lq, hq]
+        if self.preset.motion_blur_prob > 0:  # the known shake kernel, for re-blur losses (identity if none)
+            parts.append(deg.centred_kernel(params.motion_kernel, deg.motion_kernel_side(self.preset)))
+        if self.augment:  # the kernel is flipped and turned with the images: blur(T x, T k) = T blur(x, k)
+            parts = augment(parts, gen, rotate=hq.shape[-1] == hq.shape[-2])
+        lq, hq = parts[0], parts[1]
         item: dict[str, Any] = {"lq": lq.contiguous(), "hq": hq.contiguous(), "name": f"{photo.stem}#{index}"}
+        if len(parts) > 2:
+            item["blur_kernel"] = parts[2].contiguous()
         item.update(context)
         return item
 
@@ -481,6 +490,38 @@ DATASET_FORMATS.add("unpaired", _unpaired)
 DATASET_FORMATS.add("synthetic", _synthetic)
 
 
+TARGET_KEYS = (
+    "hq",
+    "log2_gain",
+)  # what an item knows of the normal-light target (log2_gain is derived from it)
+
+
+class WithheldTargets(Dataset):
+    """A dataset whose items lose every key derived from the normal-light target (``TARGET_KEYS``): what a
+    self-supervised run trains on (``data.targets: withhold``), so no loss term or trainer step can read one."""
+
+    def __init__(self, inner: Dataset) -> None:
+        self.inner = inner
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.inner, "set_epoch"):
+            self.inner.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.inner[index]
+        return {k: v for k, v in item.items() if k not in TARGET_KEYS}
+
+    def __getattr__(self, name: str) -> Any:  # records, photos, scale, …: the inner dataset's
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
 def build_dataset(cfg: DataConfig, train: bool) -> Dataset:
-    """The dataset ``cfg`` describes; ``train`` turns on random crops and augmentation (else central/whole)."""
-    return DATASET_FORMATS.get(cfg.format, "data.format")(cfg, train)
+    """The dataset ``cfg`` describes; ``train`` turns on random crops and augmentation (else central/whole);
+    ``targets: withhold`` drops the normal-light targets from every item."""
+    dataset = DATASET_FORMATS.get(cfg.format, "data.format")(cfg, train)
+    return WithheldTargets(dataset) if cfg.targets == "withhold" else dataset

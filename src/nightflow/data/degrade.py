@@ -393,9 +393,34 @@ class DegradationParams:
     read_noise: float = 0.0
     row_noise: float = 0.0
     quant_bits: int | None = None
+    # the camera-shake kernel itself (linear light, sums to 1), for losses that re-blur through the known
+    # degradation (losses.selfsup ``reblur``); not part of the manifest
+    motion_kernel: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, motion_kernel=None))
+        out.pop("motion_kernel")
+        return out
+
+
+def motion_kernel_side(cfg: DegradeConfig) -> int:
+    """The side every camera-shake kernel of preset ``cfg`` fits in (``motion_blur_kernel`` centres a path of
+    length L within ±L px, plus one px of interpolation on each side)."""
+    return 2 * (math.ceil(max(cfg.motion_length)) + 2) + 1
+
+
+def centred_kernel(kernel: torch.Tensor | None, side: int) -> torch.Tensor:
+    """``kernel`` (odd square) zero-padded to side×side around its centre; None → the identity (a delta)."""
+    out = torch.zeros(side, side, dtype=torch.float32)
+    if kernel is None:
+        out[side // 2, side // 2] = 1.0
+        return out
+    k = kernel.shape[-1]
+    if k > side or k % 2 == 0 or kernel.shape[-2] != k:
+        raise ValueError(f"kernel {tuple(kernel.shape)} does not fit a centred {side}×{side} square")
+    o = (side - k) // 2
+    out[o : o + k, o : o + k] = kernel
+    return out
 
 
 def degrade(
@@ -433,6 +458,7 @@ def degrade(
     if _uniform(generator, 0.0, 1.0) < cfg.motion_blur_prob:
         kernel, info = motion_blur_kernel(generator, cfg.motion_length)
         params.motion_length, params.motion_kernel_size = info["length"], int(info["size"])
+        params.motion_kernel = kernel.to(torch.float32)
         linear = blur(linear, kernel)
 
     if scale > 1:

@@ -18,12 +18,14 @@ from ..registry import Registry
 from .base import Encoder, EncoderOutput
 from .mpct import MPCTConfig, MPCTEncoder
 from .msformer import MSFormerConfig, MSFormerEncoder
+from .oatt_unet import OAttUNetConfig, OAttUNetEncoder
 from .rrdb import RRDBConfig, RRDBEncoder
 
 ENCODERS: Registry[tuple[type[Encoder], type]] = Registry("encoder")
 ENCODERS.add("mpct", (MPCTEncoder, MPCTConfig))
 ENCODERS.add("msformer", (MSFormerEncoder, MSFormerConfig))
 ENCODERS.add("rrdb", (RRDBEncoder, RRDBConfig))
+ENCODERS.add("oatt_unet", (OAttUNetEncoder, OAttUNetConfig))
 
 # the type of ``ModelConfig.encoder_config``: one of the registered config dataclasses (which one: ``encoder``)
 EncoderConfig = typing.Union[tuple(cfg for _, (_, cfg) in ENCODERS.items())]  # noqa: UP007
@@ -54,6 +56,8 @@ __all__ = [
     "MPCTEncoder",
     "MSFormerConfig",
     "MSFormerEncoder",
+    "OAttUNetConfig",
+    "OAttUNetEncoder",
     "RRDBConfig",
     "RRDBEncoder",
     "build_encoder",

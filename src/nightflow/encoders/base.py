@@ -25,7 +25,8 @@ class EncoderOutput:
     """Conditioning for the flow.
 
     ``features[l]`` is N×C_l×(sH/2^(l+1))×(sW/2^(l+1)), finest first; ``color_map`` is the predicted HR
-    colour-ratio map N×3×sH×sW (positive, sums to 1 over channels) or None.
+    colour-ratio map N×3×sH×sW (positive, sums to 1 over channels; SSFlow's ``oatt_unet``: an unconstrained
+    image, as released) or None. Either way it is the prior mean of the flow's top latent (squeezed).
     """
 
     features: list[torch.Tensor]
@@ -41,17 +42,27 @@ class Encoder(nn.Module):
     """
 
     out_channels: list[int]
+    supported_scales: tuple[int, ...] = SCALES  # SSFlow's U-Net is ×1 only
     input_multiple: int = 1
     # padding / tile-origin multiple under which features are shift-consistent (internal downsampling grid)
     grid_multiple: int = 1
     # LR px of a tile edge whose output differs from the whole image's beyond 1/255 (measured per encoder with
     # scripts/measure_tiling.py): tiled inference discards that much of every inner tile edge
     tile_margin: int = 12
+    # False: the encoder pools each input on its own (global statistics not taken from the whole-image context),
+    # so tiles cannot agree with the whole image and tiled inference is refused (SSFlow's released pooling)
+    tileable: bool = True
+    # False: some layer's shape arithmetic depends on the input size in a way an ONNX graph with dynamic sizes
+    # cannot express (adaptive pooling of the map itself); export is refused with one line
+    onnx_exportable: bool = True
 
     def __init__(self, scale: int, levels: int) -> None:
         super().__init__()
-        if scale not in SCALES:
-            raise ConfigError(f"scale must be one of {list(SCALES)}, got {scale!r}; pick a supported scale")
+        if scale not in self.supported_scales:
+            raise ConfigError(
+                f"{type(self).__name__} supports scales {list(self.supported_scales)}, got {scale!r}; "
+                "pick a supported scale"
+            )
         if not isinstance(levels, int) or levels < 1:
             raise ConfigError(f"levels must be a positive integer, got {levels!r}")
         self.scale = scale
@@ -74,6 +85,7 @@ class Encoder(nn.Module):
         """Context of the *whole* images ``lq`` (N×3×H×W), or of ready ``thumb`` nails (training items carry
         the thumbnail of the image they were cut from). ``log2_gain`` overrides the estimate (training: the
         oracle gain); ``exposure`` (EV) shifts whichever gain is used."""
+        given_thumb = thumb
         if thumb is None:
             thumb = thumbnail(lq)
         thumb = thumb.float()
@@ -88,11 +100,17 @@ class Encoder(nn.Module):
                 f"this model ({type(self).__name__} without an exposure head) has no exposure control; "
                 "leave exposure at 0"
             )
-        ctx = ImageContext(thumb=thumb, he_lut=histogram_lut(thumb), log2_gain=gain, estimate=estimate)
+        whole = lq if given_thumb is None else None  # lq is the whole image only when no thumbnail is given
+        ctx = ImageContext(thumb=thumb, he_lut=self.he_table(whole, thumb), log2_gain=gain, estimate=estimate)
         store = AttentionStore()
         self._context_pass(ctx, store)
         ctx.attention = store.maps
         return ctx
+
+    def he_table(self, lq: torch.Tensor | None, thumb: torch.Tensor) -> torch.Tensor:
+        """The context's histogram-equalisation tables: of the thumbnail (``lq``: the whole images when the
+        context is made from them, else None; an encoder may use them, as the released LLFlow's does)."""
+        return histogram_lut(thumb)
 
     def batch_context(self, batch: dict) -> ImageContext:
         """Context of a training batch: the whole images' thumbnails (``ctx_thumb``) and oracle exposures

@@ -8,18 +8,27 @@ one), colour head (upsample, 1×1 conv, sigmoid).
 Our changes: (1) for ×2/×4 the max-pool is dropped (the trunk runs on the LR grid, already ≤ HR/2) and levels
 finer than the trunk are made by "nearest ×2 + conv" (×4 needs one such stage); (2) the colour head upsamples
 bilinearly to HR and the sigmoid output is normalised to sum to 1 over channels (the prior mean is a colour
-*ratio*); (3) block outputs are resized with area/bilinear instead of nearest.
+*ratio*); (3) block outputs are resized with area/bilinear instead of nearest; (4) the colour map fed to
+the first conv is that of x (the release: of x + 1e-3) and the noise map replicates the border (the release pads
+with zeros); (5) the HE table comes from the whole image's 48 px thumbnail (the release: ``cv2.equalizeHist`` of
+the whole full-size 8-bit image); (6) the release's in-place leaky ReLU also activates the level feature
+that feeds the next down step.
+Each change has a config switch that restores the release (``RRDBConfig.released()``: what ``nightflow convert
+--arch llflow`` writes, equal to the official network to float precision; ``docs/checkpoints.md``); the
+defaults keep nightflow's behaviour and state-dict keys.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..context import ImageContext, apply_lut
+from ..config import check_literals
+from ..context import ImageContext, apply_lut, histogram_lut
 from ..errors import ConfigError
 from ..layers import RRDB, FeatureLevels, resize
 from ..maps import color_ratio_map, log_input, noise_map
@@ -36,8 +45,35 @@ class RRDBConfig:
     nb: int = 24
     gc: int = 32
     stack_blocks: list[int] = field(default_factory=lambda: [1, 3, 5, 7])
+    # the released LLFlow's choices (RRDBConfig.released() sets them all; the defaults are nightflow's):
+    # input maps: "released" = colour map of exp(log input) = x + 1e-3 and zero-padded noise-map borders
+    input_maps: Literal["nightflow", "released"] = "nightflow"
+    # HE table: of the 48 px thumbnail (tiles and training crops agree) or of the whole full-size image rounded
+    # to 8 bits as cv2.equalizeHist (the release; whole-image only: ONNX export then refuses)
+    he_lut: Literal["thumbnail", "image"] = "thumbnail"
+    # stacked block outputs onto the levels: area/bilinear, or nearest (the release)
+    stack_resize: Literal["area", "nearest"] = "area"
+    # colour head: bilinear to HR, sigmoid, normalised to sum 1 ("ratio"); or nearest ×s, 1×1 conv, sigmoid,
+    # unnormalised (the release's fine_tune_color_map)
+    color_head: Literal["ratio", "released"] = "ratio"
+    # the release's in-place leaky ReLU (ConEncoder1: ``fea = self.lrelu(fea_down4)``, inplace=True): a level
+    # feature that feeds the next down step reaches the flow activated too (the trunk part, not the stacked one)
+    level_lrelu: bool = False
+
+    @classmethod
+    def released(cls, **sizes) -> RRDBConfig:
+        """The configuration that computes what the released LLFlow ConEncoder1 computes."""
+        return cls(
+            **sizes,
+            input_maps="released",
+            he_lut="image",
+            stack_resize="nearest",
+            color_head="released",
+            level_lrelu=True,
+        )
 
     def __post_init__(self) -> None:
+        check_literals(self, "rrdb")
         for name in ("nf", "nb", "gc"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"rrdb: {name} must be >= 1, got {getattr(self, name)}")
@@ -65,11 +101,29 @@ class RRDBEncoder(Encoder):
         self.downs = nn.ModuleList(nn.Conv2d(nf, nf, 3, padding=1) for _ in range(self.level_map.n_down))
         self.color_head = nn.Conv2d(nf, 3, 1)
         self.out_channels = [nf * (1 + len(cfg.stack_blocks))] * levels
+        # the HE table of the full image is computed outside the ONNX graph's inputs (lq, thumb)
+        self.onnx_exportable = cfg.he_lut == "thumbnail"
+
+    def he_table(self, lq: torch.Tensor | None, thumb: torch.Tensor) -> torch.Tensor:
+        """``he_lut: image``: the table of the whole image ``lq`` (when given: the context of a whole image),
+        rounded to 8 bits as ``cv2.equalizeHist``; else (and for training crops) that of the thumbnail."""
+        if self.cfg.he_lut == "image" and lq is not None:
+            return torch.round(histogram_lut(lq.float()) * 255.0) / 255.0
+        return super().he_table(lq, thumb)
 
     def _inputs(self, lq: torch.Tensor, ctx: ImageContext) -> torch.Tensor:
-        cmap = color_ratio_map(lq)
         he = apply_lut(lq, ctx.he_lut)  # the whole image's HE table (LLFlow equalises the whole image too)
-        return torch.cat([log_input(lq), he, cmap, noise_map(cmap)], dim=1)
+        logx = log_input(lq)
+        if self.cfg.input_maps == "released":  # ConEncoder1: maps of exp(log input) = x + 1e-3, zero borders
+            cmap = color_ratio_map(logx.exp())
+            return torch.cat([logx, he, cmap, noise_map(cmap, border="zeros")], dim=1)
+        cmap = color_ratio_map(lq)
+        return torch.cat([logx, he, cmap, noise_map(cmap)], dim=1)
+
+    def _stack(self, concat: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        if self.cfg.stack_resize == "nearest":
+            return concat if tuple(concat.shape[-2:]) == tuple(size) else F.interpolate(concat, size=size)
+        return resize(concat, size)
 
     def forward(self, lq: torch.Tensor, context: ImageContext | None = None) -> EncoderOutput:
         self.check_input(lq)
@@ -95,10 +149,22 @@ class RRDBEncoder(Encoder):
             return self.downs[i](resize(src, ((src.shape[-2] + 1) // 2, (src.shape[-1] + 1) // 2)))
 
         concat = torch.cat(stacked, dim=1) if stacked else None
-        extra = None if concat is None else (lambda src, size: resize(concat, size))
+        extra = None if concat is None else (lambda src, size: self._stack(concat, size))
         features = self.level_map([base], up=up, down=down, extra=extra)
+        if self.cfg.level_lrelu:
+            nf, last = self.cfg.nf, self.level_map.n_down
+            features = [
+                torch.cat([F.leaky_relu(f[:, :nf], 0.2), f[:, nf:]], dim=1) if 1 <= src.down < last else f
+                for f, src in zip(features, self.level_map.sources)
+            ]
 
         hr = (self.scale * lq.shape[-2], self.scale * lq.shape[-1])
+        if (
+            self.cfg.color_head == "released"
+        ):  # fine_tune_color_map(nearest ×2 of fea_down2): no normalisation
+            return EncoderOutput(
+                features=features, color_map=torch.sigmoid(self.color_head(F.interpolate(base, size=hr)))
+            )
         color = torch.sigmoid(resize(self.color_head(base), hr))  # 1×1 conv commutes with the resize
         color_map = color / color.sum(dim=1, keepdim=True)
         return EncoderOutput(features=features, color_map=color_map)

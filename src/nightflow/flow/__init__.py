@@ -4,7 +4,7 @@ from .actnorm import ActNorm
 from .base import FlowLayer, FlowSequence
 from .coupling import AffineInjector, ConditionalAffineCoupling, CrossCoupling
 from .glow import ConditionalGlow, GlowConfig
-from .invconv import InvConv1x1
+from .invconv import InvConv1x1, count_free_params
 from .likelihood import bits_per_dim, dequantize, llflow_bits_per_pixel, standard_normal_log_prob
 from .reshape import Split, Squeeze, squeeze2d, unsqueeze2d
 from .subnets import ConvSubnet
@@ -23,6 +23,7 @@ __all__ = [
     "Split",
     "Squeeze",
     "bits_per_dim",
+    "count_free_params",
     "dequantize",
     "llflow_bits_per_pixel",
     "squeeze2d",

@@ -66,6 +66,12 @@ class InvConv1x1(FlowLayer):
         self.log_s = nn.Parameter(torch.log(torch.abs(s)).float())
         self._inverse_cache: tuple | None = None
 
+    @property
+    def masked_entries(self) -> int:
+        """Stored entries of ``lower`` and ``upper`` that the triangular masks zero: c(c+1) of the 2c² + c
+        stored values. They never reach W (zero gradient); the free parameters are c², as a plain c×c W."""
+        return self.lower.numel() + self.upper.numel() - 2 * int(self.lower_mask.sum())
+
     def _factors(self) -> tuple[Tensor, Tensor, Tensor]:
         # float64: the matrices are at most a few hundred wide, and the Neumann product loses digits in float32
         mask = self.lower_mask.double()
@@ -111,3 +117,11 @@ class InvConv1x1(FlowLayer):
         w_inv = self.inverse_weight().to(y.dtype)
         with torch.autocast(device_type=y.device.type, enabled=False):
             return F.conv2d(y, w_inv.view(self.channels, self.channels, 1, 1))
+
+
+def count_free_params(module: nn.Module) -> int:
+    """Parameters of ``module`` that can affect its output: every entry, less the masked triangle entries of
+    each :class:`InvConv1x1` (``masked_entries``). Compares like with like against an unfactored 1×1 conv
+    (LLFlow's, Glow's without LU), whose c×c weight has the same c² free parameters."""
+    total = sum(p.numel() for p in module.parameters())
+    return total - sum(m.masked_entries for m in module.modules() if isinstance(m, InvConv1x1))

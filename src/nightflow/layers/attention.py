@@ -231,3 +231,78 @@ class GlobalContext(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = x.mean(dim=(2, 3), keepdim=True)
         return x + self.fc2(F.leaky_relu(self.fc1(g), 0.2))
+
+
+def adaptive_mean_matrix(n: int, size: int) -> torch.Tensor:
+    """The size×n matrix of ``F.adaptive_avg_pool1d`` from n to ``size`` (row i averages [⌊i·n/size⌋,
+    ⌈(i+1)·n/size⌉)), so adaptive pooling of a map becomes M_h·x·M_wᵀ."""
+    m = torch.zeros(size, n)
+    for i in range(size):
+        a, b = (i * n) // size, -((-(i + 1) * n) // size)
+        m[i, a:b] = 1.0 / (b - a)
+    return m
+
+
+def gram_schmidt_filters(channels: int, size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``channels`` orthonormal size×size filters (OrthoNets): classical Gram–Schmidt, in float64, on uniform
+    random vectors of R^(size²); needs size² ≥ channels."""
+    dims = size * size
+    if dims < channels:
+        raise ValueError(
+            f"orthogonal attention: {channels} orthonormal filters need size² >= {channels}, got {size}²"
+        )
+    vecs = torch.rand(channels, dims, generator=generator, dtype=torch.float64)
+    basis: list[torch.Tensor] = []
+    for v in vecs:
+        for b in basis:
+            v = v - (v @ b) * b
+        basis.append(v / v.norm())
+    return torch.stack(basis).view(channels, size, size).float()
+
+
+class OrthogonalChannelAttention(nn.Module):
+    """OrthoNets' block as SSFlow runs it: out = BN(conv3(ReLU(BN(conv3(x))))); each channel of ``out`` is
+    summarised by its projection onto a fixed orthonormal Gram–Schmidt filter (``filters``, C×S×S, a
+    persistent buffer: it is part of the weights and never re-drawn) after average-pooling to S×S, instead of
+    squeeze-excitation's global mean; FC (C → round(C/reduction)) → ReLU → FC → sigmoid gates ``out``;
+    y = ReLU(gate·out + x).
+
+    The summary is global. With a ``store`` (the whole-image context pass) the gate is computed on the
+    whole image's thumbnail and replayed for crops and tiles; without, on the map itself (as released).
+    ``norm="none"`` drops the two BatchNorms (the tiny config: no train/eval statistics gap at batch 8).
+    """
+
+    def __init__(self, channels: int, size: int = 64, reduction: int = 16, norm: str = "batch") -> None:
+        super().__init__()
+        hidden = max(1, round(channels / reduction))
+
+        def bn() -> nn.Module:
+            return nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
+
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = bn()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = bn()
+        self.size = size
+        self.register_buffer("filters", gram_schmidt_filters(channels, size))
+        self.excite = nn.Sequential(
+            nn.Linear(channels, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels, bias=False),
+            nn.Sigmoid(),
+        )
+
+    def gate(self, out: torch.Tensor) -> torch.Tensor:
+        """N×C×1×1 sigmoid gate from the orthogonal projections of ``out`` (average-pooled to S×S: adaptive
+        average pooling written as two fixed matrices, M_h·out·M_wᵀ, so it exports to ONNX)."""
+        h, w = int(out.shape[-2]), int(out.shape[-1])
+        m_h = adaptive_mean_matrix(h, self.size).to(out.device)
+        m_w = adaptive_mean_matrix(w, self.size).to(out.device)
+        pooled = m_h @ out.float() @ m_w.T
+        summary = (pooled * self.filters).sum(dim=(2, 3))
+        return self.excite(summary.to(out.dtype))[:, :, None, None]
+
+    def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
+        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
+        gate = self.gate(out) if store is None else store.take(lambda: self.gate(out))
+        return F.relu(gate.to(out.dtype) * out + x)

@@ -15,6 +15,7 @@ The model fills a lazy :class:`ForwardOutputs` for the batch and :class:`LossSet
 
 from __future__ import annotations
 
+from . import selfsup as _selfsup  # noqa: F401  (registers the self-supervised terms)
 from . import terms as _terms  # noqa: F401  (registers the built-in terms)
 from .base import (
     LOSSES,

@@ -33,6 +33,13 @@ OUTPUT_FIELDS: dict[str, str] = {
     "color_map": "the predicted HR colour-ratio map on the target's grid (None: the encoder predicts none)",
     "exposure_estimate": "the exposure head's estimate in EV per image (None: no exposure head)",
     "log2_gain": "the exposure gain in EV applied to the input (training: the batch's oracle gain)",
+    "input": "the low-light input on the grid the model restores it on (flows: replicate-padded)",
+    "auto_log2_gain": "the scene's target-free auto exposure in EV per image (context.auto_log2_gain)",
+    "pseudo_nll": "NLL, bits/dim, of a brightened neighbour sub-image of the input given the other one "
+    "(losses.selfsup: self-supervised pseudo-pairs)",
+    "pseudo_prediction": "the mean-path restoration of the first neighbour sub-image (padded grid)",
+    "pseudo_target": "the second neighbour sub-image brightened by the auto exposure (padded grid)",
+    "pseudo_gap": "the full-size restoration's difference between the pseudo-pair's two cell choices",
     "enhanced": "sequential: the enhancement net's LR output",
     "enhance_target": "sequential: the area-downscaled target the enhancement net learns",
     "sr_of_target": "sequential: the SR net applied to the clean downscaled target",

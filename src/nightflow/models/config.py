@@ -69,6 +69,12 @@ class ModelConfig:
         if not 0.0 <= self.train_gt_ratio <= 1.0:
             raise ConfigError(f"train_gt_ratio must be in [0, 1], got {self.train_gt_ratio}")
         check_losses(self.losses, FLOW_OUTPUTS, "flow")
+        selfsup = [spec.name for spec in self.losses if spec.name in SELF_SUPERVISED_X1]
+        if selfsup and self.scale != 1:
+            raise ConfigError(
+                f"losses: the self-supervised terms {selfsup} restore at ×1 (the input is their reference); "
+                f"this model is ×{self.scale}"
+            )
         if not 0.0 <= self.flow.scale_floor < 1.0:
             raise ConfigError(f"flow.scale_floor must be in [0, 1), got {self.flow.scale_floor}")
         if self.quant < 0:
@@ -82,7 +88,30 @@ class ModelConfig:
 
 
 # what a FlowRestorer computes for its loss terms (nightflow.losses.ForwardOutputs fields)
-FLOW_OUTPUTS = ("nll", "prediction", "target", "color_map", "exposure_estimate", "log2_gain")
+FLOW_OUTPUTS = (
+    "nll",
+    "prediction",
+    "target",
+    "input",
+    "color_map",
+    "exposure_estimate",
+    "log2_gain",
+    "auto_log2_gain",
+    "pseudo_nll",
+    "pseudo_prediction",
+    "pseudo_target",
+    "pseudo_gap",
+)
+# terms whose reference is the input itself, so they hold at ×1 only (nightflow.losses.selfsup)
+SELF_SUPERVISED_X1 = (
+    "pseudo_nll",
+    "pseudo_l1",
+    "neighbour_consistency",
+    "color_consistency",
+    "exposure_control",
+    "illumination_smoothness",
+    "reblur",
+)
 # the retired weight keys → losses (term, key, default, kept at weight 0): what the hard-wired loss computed
 FLOW_LEGACY_LOSSES = (
     ("nll", None, 1.0, True),

@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..context import ImageContext
+from ..context import ImageContext, apply_gain, auto_log2_gain
 from ..encoders import EncoderOutput, build_encoder
 from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeeze2d, standard_normal_log_prob
 from ..losses import ForwardOutputs, LossSet
+from ..losses.selfsup import neighbour_indices, take_cells
 from ..maps import color_ratio_map
 from .base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, tiling_for
 from .config import ModelConfig
-from .sizes import check_pair, crop_to, pad_pair, pad_to, pad_to_multiple
+from .sizes import check_pair, crop_even, crop_to, pad_pair, pad_to, pad_to_multiple
 
 
 class FlowRestorer(nn.Module):
@@ -83,8 +84,9 @@ class FlowRestorer(nn.Module):
     @property
     def tiling(self) -> TilingSpec:
         """Tiles agree with the whole image unless the flow pools globally (subnet "cbam", as UPT-Flow was
-        released: its channel gate averages the half-decoded latent over the whole tile)."""
-        tileable = self.cfg.flow.subnet != "cbam"
+        released: its channel gate averages the half-decoded latent over the whole tile) or the encoder does
+        (SSFlow's released ``image`` pooling)."""
+        tileable = self.cfg.flow.subnet != "cbam" and self.encoder.tileable
         margin = self.cfg.tile_margin or self.encoder.tile_margin
         return tiling_for(self.pad_multiple, margin, tileable=tileable)
 
@@ -215,11 +217,28 @@ class FlowRestorer(nn.Module):
     # ----- training ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def initialize(self, batch: dict) -> None:
-        """Data-dependent ActNorm initialisation on one batch, explicitly (DDP runs it on the global batch)."""
+        """Data-dependent ActNorm initialisation on one batch, explicitly (DDP runs it on the global batch).
+        Without targets (self-supervised training) the flow is initialised on the batch's neighbour
+        pseudo-pairs (``losses.selfsup``), the only HR images such a run ever encodes."""
         was_training = self.training
         self.train()
-        self.encode(batch["hq"], batch["lq"], self.encoder.batch_context(batch))
+        ctx = self.encoder.batch_context(batch)
+        if batch.get("hq") is not None:
+            self.encode(batch["hq"], batch["lq"], ctx)
+        else:
+            first, target, _ = self._pseudo_pair(batch["lq"], ctx, None)
+            self.encode(target, first, ctx)
         self.train(was_training)
+
+    def _pseudo_pair(
+        self, lq: Tensor, ctx: ImageContext, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, tuple[Tensor, Tensor]]:
+        """Neighbour sub-images of the (unpadded) LR batch: the first as input, the second brightened by the
+        scene's auto exposure as its target (``losses.selfsup``), and the cell choices that made them."""
+        even = crop_even(lq)
+        index = neighbour_indices(even, generator)
+        first, second = take_cells(even, index[0]), take_cells(even, index[1])
+        return first, apply_gain(second, auto_log2_gain(ctx.thumb)), index
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> dict[str, Tensor]:
         """The terms of ``cfg.losses`` (``nightflow.losses``), by default LoLiSRFlow's: NLL (bits/dim,
@@ -231,7 +250,9 @@ class FlowRestorer(nn.Module):
         """What the loss terms read (``nightflow.losses.ForwardOutputs``), each computed on first use, all on
         the padded HR grid: ``nll`` (the forward pass; draws the GT-prior coin and the dequantisation noise
         from ``generator``), ``prediction`` (the reverse pass at the prior mean: run only if a term reads it),
-        ``target`` (padded hq), ``color_map``, ``exposure_estimate``, ``log2_gain``."""
+        ``target`` (padded hq), ``input`` (padded lq), ``color_map``, ``exposure_estimate``, ``log2_gain``,
+        ``auto_log2_gain``, and the self-supervised ``pseudo_*`` fields (``losses.selfsup``), which read no
+        target."""
         lq, hq = batch["lq"], batch.get("hq")
         lq_p, size = self._pad_lq(lq)
         hq_p = self._pad_hq(hq, size, lq_p) if hq is not None else None
@@ -246,21 +267,40 @@ class FlowRestorer(nn.Module):
                 coin = torch.rand((), generator=generator, device=generator.device if generator else None)
                 use_gt = bool(coin < self.cfg.train_gt_ratio)
             nll_map = color_ratio_map(hq_p) if use_gt else c.color_map
-            x = dequantize(hq_p, self.cfg.quant, generator)
-            latents, logdet = self.flow.encode(x, c.features, self._prior(nll_map))
+            value, latents = self._train_nll(hq_p, c, nll_map, generator)
             encoded.append(latents)
-            log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
-            return bits_per_dim(log_p, hq_p[0].numel(), self.cfg.quant).mean()
+            return value
 
         def mean_path() -> Tensor:
-            c = cond()
-            if encoded:
-                zeros = [torch.zeros_like(z) for z in encoded[0]]
-            else:
-                n, _, h, w = lq_p.shape
-                shapes = self.flow.latent_shapes(self.scale * h, self.scale * w)
-                zeros = [lq_p.new_zeros(n, *shape) for shape in shapes]
-            return self.flow.decode(zeros, c.features, self._prior(c.color_map))
+            return self._mean_path(cond(), lq_p, encoded[0] if encoded else None)
+
+        # self-supervised pseudo-pairs (losses.selfsup): drawn once per batch, on the padded grid of the first
+        pseudo = functools.cache(lambda: self._pseudo_pair(lq, ctx(), generator))
+
+        @functools.cache
+        def pseudo_cond() -> tuple[EncoderOutput, Tensor, Tensor]:
+            first, target, _ = pseudo()
+            first_p, first_size = self._pad_lq(first)
+            return self.condition(first_p, ctx()), first_p, self._pad_hq(target, first_size, first_p)
+
+        pseudo_latents: list[list[Tensor]] = []
+
+        def pseudo_nll() -> Tensor:
+            c, _, target_p = pseudo_cond()
+            value, latents = self._train_nll(target_p, c, c.color_map, generator)
+            pseudo_latents.append(latents)
+            return value
+
+        def pseudo_prediction() -> Tensor:
+            c, first_p, _ = pseudo_cond()
+            return self._mean_path(c, first_p, pseudo_latents[0] if pseudo_latents else None)
+
+        def pseudo_gap() -> Tensor:
+            # the full-size restoration's own neighbour difference, in the pseudo-pair's cells
+            h, w = lq.shape[-2:]
+            full = crop_even(mean_path()[..., : self.scale * h, : self.scale * w])
+            first_idx, second_idx = pseudo()[2]
+            return take_cells(full, first_idx) - take_cells(full, second_idx)
 
         return ForwardOutputs(
             batch,
@@ -268,11 +308,40 @@ class FlowRestorer(nn.Module):
                 "nll": nll,
                 "prediction": mean_path,
                 "target": lambda: hq_p,
+                "input": lambda: lq_p,
                 "color_map": lambda: cond().color_map,
                 "exposure_estimate": lambda: ctx().estimate,
                 "log2_gain": lambda: ctx().log2_gain,
+                "auto_log2_gain": lambda: auto_log2_gain(ctx().thumb),
+                "pseudo_nll": pseudo_nll,
+                "pseudo_prediction": pseudo_prediction,
+                "pseudo_target": lambda: pseudo_cond()[2],
+                "pseudo_gap": pseudo_gap,
             },
         )
+
+    def _train_nll(
+        self,
+        target_p: Tensor,
+        cond: EncoderOutput,
+        prior_map: Tensor | None,
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Mean NLL (bits/dim) of the dequantised padded target, and its latents (for the mean path's shapes)."""
+        x = dequantize(target_p, self.cfg.quant, generator)
+        latents, logdet = self.flow.encode(x, cond.features, self._prior(prior_map))
+        log_p = logdet + sum(standard_normal_log_prob(z) for z in latents)
+        return bits_per_dim(log_p, target_p[0].numel(), self.cfg.quant).mean(), latents
+
+    def _mean_path(self, cond: EncoderOutput, lq_p: Tensor, like: list[Tensor] | None) -> Tensor:
+        """The reverse pass at the prior mean on the padded grid of ``lq_p`` (``like``: latents to copy shapes)."""
+        if like is not None:
+            zeros = [torch.zeros_like(z) for z in like]
+        else:
+            n, _, h, w = lq_p.shape
+            shapes = self.flow.latent_shapes(self.scale * h, self.scale * w)
+            zeros = [lq_p.new_zeros(n, *shape) for shape in shapes]
+        return self.flow.decode(zeros, cond.features, self._prior(cond.color_map))
 
 
 def build_model(cfg: ModelConfig) -> FlowRestorer:

@@ -64,3 +64,9 @@ def pad_pair(hq: Tensor, lq: Tensor, scale: int, multiple: int) -> tuple[Tensor,
     lq_p, size = pad_to_multiple(lq, multiple)
     check_pair(hq, lq, scale)
     return pad_to(hq, scale * lq_p.shape[-2], scale * lq_p.shape[-1]), lq_p, size
+
+
+def crop_even(x: Tensor) -> Tensor:
+    """N×C×H×W cropped to an even height and width (drops the last row/column of odd sizes)."""
+    h, w = x.shape[-2:]
+    return x[..., : h - h % 2, : w - w % 2]

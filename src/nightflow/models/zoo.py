@@ -22,7 +22,10 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE / "configs"
 WEIGHTS_DIR = PACKAGE / "weights"
-ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)} | {"uptflow": "uptflow-tiny"}
+ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)} | {
+    "uptflow": "uptflow-tiny",
+    "ssflow": "ssflow-tiny",
+}
 
 
 def config_names() -> list[str]:
