@@ -343,3 +343,17 @@ def test_bundled_ssflow_loads_by_alias_restores_a_sample_and_tiles_like_the_whol
         main(["enhance", str(EXAMPLES / "mate-ladybird_dark.png"), "-o", str(out), "--model", "ssflow"]) == 0
     )
     assert len(list(out.glob("*.png"))) == 1
+
+
+def test_the_full_size_reverse_pass_runs_once_for_all_the_terms_that_read_it(monkeypatch):
+    model = _perturbed("ssflow-tiny").train()
+    calls = []
+    original = model._mean_path
+    monkeypatch.setattr(
+        model, "_mean_path", lambda c, lq_p, like: calls.append(lq_p.shape) or original(c, lq_p, like)
+    )
+    batch = _selfsup_batch()
+    specs = [LossSpec(n, 1.0) for n in ("neighbour_consistency", "color_consistency", "reblur")]
+    LossSet(specs)(model.loss_outputs(batch, torch.Generator().manual_seed(0)), batch)
+    full = [s for s in calls if s[-2:] == batch["lq"].shape[-2:]]
+    assert len(full) == 1 and len(calls) == 2  # one full-size pass, one on the half-size pseudo input

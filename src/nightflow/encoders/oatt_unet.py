@@ -60,7 +60,7 @@ class OAttUNetConfig:
     ppm_windows: list[int] = field(default_factory=lambda: [15, 9, 5])
     # auto: the input is first brightened by the scene's auto exposure (context.auto_log2_gain of the whole
     # image's thumbnail, linear light), so the encoder works on a well-exposed signal whatever the darkness
-    # (the network is near-linear in its input at init: a 0.05-bright input gave 10× weaker features); none: as
+    # (the network is near-linear in its input at init: a 10× darker input gives 10× weaker features); none: as
     # released
     input_gain: Literal["none", "auto"] = "none"
 
@@ -149,8 +149,8 @@ class OAttUNetEncoder(Encoder):
     @torch.no_grad()
     def _init_weights(self) -> None:
         """He (fan-in) init for PReLU(0.25) on every conv, zero biases; FAC predictors start as the identity.
-        Why: with PyTorch's default init each bias-free conv scales the signal by ~0.58, and after the ~20 convs
-        to ½ scale the input's contribution to e1 was ~1/7 of the features' spread (measured); the released
+        Why: with PyTorch's default init each conv shrinks the signal (gain ~1/√3) and after the ~20 convs to ½
+        scale the input barely reaches e1 (one-off probe during development); the released
         code trains 20k steps past that, a CPU budget cannot."""
         for mod in self.modules():
             if isinstance(mod, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -158,7 +158,7 @@ class OAttUNetEncoder(Encoder):
                 if mod.bias is not None:
                     mod.bias.zero_()
         # residual branches start small (Fixup-style), so each block is near its shortcut and the ~15 residual
-        # sums on the way to the output do not compound (unscaled, the decoder's features reached std ~30)
+        # sums on the way to the output do not compound (unscaled, the decoder's features grow block by block)
         for mod in self.modules():
             if isinstance(mod, (EncoderBlock, ResidualUnit)):
                 branch = mod.body1 if isinstance(mod, EncoderBlock) else mod.body

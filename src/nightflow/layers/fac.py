@@ -78,8 +78,8 @@ class FilterAdaptiveConv(nn.Module):
     def reset_to_identity(self, spread: float = 1e-3) -> None:
         """Start as the identity: the last layer's bias puts 1 on every channel's centre tap, its weights are
         N(0, ``spread``). With PyTorch's default init the predicted kernels are ~±0.05 per tap, so each FAC
-        scales its input by ~0.1 and three in a row all but erase the image from the decoder (measured: the
-        conditioning was the same for inputs 10× apart); released LEDNet/SSFlow train 20k+ steps past that."""
+        scales its input by ~0.1 and three in a row all but erase the image from the decoder (a one-off probe
+        during development); released LEDNet/SSFlow train 20k+ steps past that."""
         last: nn.Conv2d = self.predictor[-1]  # type: ignore[assignment]
         last.weight.normal_(0.0, spread)
         bias = torch.zeros(last.out_channels // (self.k * self.k), self.k * self.k)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..context import linear_luminance, srgb_to_linear
+from ..maps import color_ratio_map
 from .base import LOSSES, ForwardOutputs, LossTerm
 
 
@@ -115,10 +116,6 @@ class PseudoL1(LossTerm):
         return (out.get("pseudo_prediction") - out.get("pseudo_target")).abs().mean()
 
 
-def color_ratio(x: Tensor, eps: float = 1e-3) -> Tensor:
-    return x / (x.sum(dim=1, keepdim=True) + eps)
-
-
 @LOSSES.register("neighbour_consistency")
 class NeighbourConsistency(LossTerm):
     """Neighbor2Neighbor's regulariser: mean |(ŷ(x₁) − gain(x₂, g)) − sg(g₁(ŷ) − g₂(ŷ))|, where g₁, g₂ take the
@@ -146,7 +143,7 @@ class ColorConsistency(LossTerm):
     def __call__(self, out: ForwardOutputs, batch: Mapping[str, Any]) -> Tensor:
         pred = box_mean(out.prediction.float().clamp(0.0, 1.0), 7)
         ref = box_mean(out.get("input").float(), 7)
-        return (color_ratio(pred) - color_ratio(ref)).abs().mean()
+        return (color_ratio_map(pred, eps=1e-3) - color_ratio_map(ref, eps=1e-3)).abs().mean()
 
 
 @LOSSES.register("exposure_control")

@@ -271,6 +271,7 @@ class FlowRestorer(nn.Module):
             encoded.append(latents)
             return value
 
+        @functools.cache  # read by the prediction field and by pseudo_gap: one reverse pass
         def mean_path() -> Tensor:
             return self._mean_path(cond(), lq_p, encoded[0] if encoded else None)
 
