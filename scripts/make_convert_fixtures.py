@@ -16,8 +16,17 @@ nightflow's padded input, the 8-bit HE of the unpadded image, as test.py compute
   nightflow bits per *dimension* (the same log-likelihood / (ln 2 · 3·H·W)); compared as official / 3.
 
     python scripts/make_convert_fixtures.py measure --llflow /work/official/llflow --ssflow /work/official/ssflow \
-        [--json out.json]
-    python scripts/make_convert_fixtures.py fixtures --llflow /work/official/llflow --ssflow /work/official/ssflow
+        --uptflow /work/official/uptflow/UPT-Flow [--json out.json]
+    python scripts/make_convert_fixtures.py fixtures --llflow /work/official/llflow --ssflow /work/official/ssflow \
+        --uptflow /work/official/uptflow/UPT-Flow
+
+UPT-Flow (NJUPT-IPR-XuLintao/UPT-Flow; ``timm.models.layers`` is stubbed with its three helpers, einops must be
+importable: ``pip install --target DIR einops`` and put DIR on PYTHONPATH) has no colour-map prior (z = 0 at
+heat 0), takes the padded image and the unbalanced-point map computed from it as test.py does, and has no NLL
+of its own (``normal_flow`` is empty): its flow's forward pass (``FlowUpsamplerNet.encode``, correct; only the
+reverse log-det has the double-subtracted scale) gives the continuous log-likelihood, compared in bits per
+dimension with nightflow's (whose ``quant`` 32 adds log2 32 = 5 bits/dim). Its transformer's LayerNorms,
+temperatures and Linear biases are perturbed too (they start at exactly 1 or 0).
 
 SSFlow's network also has BatchNorm (in eval mode: its running statistics, weights and biases are perturbed too,
 and so are all PReLU slopes, so that a misplaced activation or normalisation shows) and the fixed Gram–Schmidt
@@ -346,6 +355,138 @@ def ssflow_fixture_state(net) -> dict[str, torch.Tensor]:
     return out
 
 
+# ----------------------------------------------------------------------------------------------------- UPT-Flow
+# the fixture's reduced MSFormer (official class, its own arguments): width 4, 2 blocks at the outer levels (a
+# shifted window runs), 1 elsewhere, 1 refinement block, window 5 (every level pads); the flow: K 1, 1 transition,
+# hidden 16 (CBAM's reduction 16 leaves 1 unit; at 8 it would leave none), and the hard-coded 288 conditioning channels set to the narrow encoder's 6·4 = 24
+# std of the subnets' shift weights (perturb_uptflow): the full-size flow (hidden 64, K 8) diverges at 0.5
+UPTFLOW_SHIFT_STD = {"reduced": 0.5, "full": 0.1}
+UPTFLOW_REDUCED = {"dim": 4, "depths": [2, 1, 1, 1, 1, 1, 2], "num_refinement_blocks": 1, "win_size": 5}
+
+
+def _timm_stub() -> None:
+    class DropPath(torch.nn.Module):  # identity in eval mode (the only mode the comparison runs)
+        def __init__(self, p: float = 0.0) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            if self.training and self.p > 0:
+                raise RuntimeError("stub DropPath: eval only")
+            return x
+
+    _stub(
+        "timm.models.layers",
+        {
+            "DropPath": DropPath,
+            "to_2tuple": lambda x: tuple(x) if isinstance(x, (tuple, list)) else (x, x),
+            "trunc_normal_": lambda t, std=1.0, **k: torch.nn.init.trunc_normal_(t, std=std, a=-2, b=2),
+        },
+    )
+
+
+def perturb_uptflow(net: torch.nn.Module, seed: int, shift_std: float) -> None:
+    """Beyond :func:`perturb`: every encoder parameter that starts constant (LayerNorm weights and biases,
+    attention temperatures, Linear and conv biases) + N(0, 0.1²), so a swapped or missing one shows; the
+    subnets' shift outputs (even channels of each Conv2dZeros) get weights N(0, shift_std²), so that the
+    conditioning, and so the encoder, moves the output (reduced fixture: with 0.02 another input moved it by 6e-3, with 0.5 by 0.16)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in net.RRDB.named_parameters():
+            if p.numel() == 1 or bool((p == p.reshape(-1)[0]).all()):
+                p.add_(0.1 * torch.randn(p.shape, generator=g))
+        for _, mod in net.flowUpsamplerNet.named_modules():
+            if type(mod).__name__ == "Conv2dZeros":
+                w = mod.weight[0::2]
+                w.copy_(shift_std * torch.randn(w.shape, generator=g))
+
+
+def build_uptflow(root: Path, reduced: bool = False):
+    """The official UPT-Flow network (random init, seed SEED, perturbed) and its options."""
+    _stubs()
+    _timm_stub()
+    with _on_path(root):
+        from models.modules import FlowUpsamplerNet as fun
+        from models.modules.Lowlight_Encoder import MSFormer
+        from models.modules.UPTFlow_arch import UPTFlow
+        from options import options
+
+        opt = options.dict_to_nonedict(options.parse(str(root / "confs" / "UPT-Flow.yml"), is_train=True))
+        g = opt["network_G"]
+        patched = {}
+        if reduced:
+            g["flow"]["K"] = 1
+            g["flow"]["additionalFlowNoAffine"] = 1
+            g["flow"]["CondAffineSeparatedAndCond"] = options.dict_to_nonedict({"hidden_channels": 16})
+            cond = 6 * UPTFLOW_REDUCED["dim"]
+            cls = fun.FlowUpsamplerNet
+            for name in ("arch_FlowStep", "arch_additionalFlowAffine"):  # the hard-coded 288 → cond
+                orig = getattr(cls, name)
+                patched[name] = orig
+                setattr(
+                    cls,
+                    name,
+                    lambda self, *a, _o=orig, **k: _o(self, *a, **{**k, "fFeatures_firstConv": cond}),
+                )
+        torch.manual_seed(SEED)
+        np.random.seed(SEED)
+        random.seed(SEED)
+        try:
+            net = UPTFlow(
+                in_nc=g["in_nc"], out_nc=g["out_nc"], nf=g["nf"], nb=g["nb"], scale=opt["scale"], K=g["flow"]["K"],
+                opt=opt,
+            )  # fmt: skip
+            if reduced:
+                net.RRDB = MSFormer(**UPTFLOW_REDUCED)
+        finally:
+            for name, orig in patched.items():
+                setattr(fun.FlowUpsamplerNet, name, orig)
+    perturb(net, SEED + 1)
+    perturb_uptflow(net, SEED + 2, UPTFLOW_SHIFT_STD["reduced" if reduced else "full"])
+    return net.eval(), opt
+
+
+def official_upm(x: torch.Tensor) -> torch.Tensor:
+    """test.py's zero_map: channel shares c / (R + G + B + 1e-4), a share ≤ 0.1 zeroed, 1 where the product ≠ 0."""
+    total = x[:, 0:1] + x[:, 1:2] + x[:, 2:3] + 0.0001
+    shares = [c / total for c in x.split(1, dim=1)]
+    for share in shares:
+        share[share <= 0.1] = 0
+    return (shares[0] * shares[1] * shares[2] != 0).float()
+
+
+def run_uptflow_official(
+    net, lq: torch.Tensor, hq: torch.Tensor, multiple: int
+) -> tuple[torch.Tensor, float]:
+    """(reverse pass at z = 0, forward NLL in continuous bits/dim) on nightflow's padded input, fp32 (on CPU the
+    release's CUDA autocast is off). The NLL: −(log-det + log N(z; 0, I)) / (ln 2 · 3·H·W) from the official
+    flow's forward pass."""
+    import math
+
+    from nightflow.models.sizes import pad_to_multiple
+
+    lr, _ = pad_to_multiple(lq, multiple)
+    hq_p, _ = pad_to_multiple(hq, multiple, "hq")
+    zc = official_upm(lr)
+    n, _, h, w = lr.shape
+    z = torch.zeros(n, 3 * 4**3, h // 8, w // 8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, _ = net(lr=lr, zc=zc, z=z, eps_std=0.0, reverse=True, add_gt_noise=False)
+        enc = net.rrdbPreprocessing(lr, zc)
+        zf, logdet = net.flowUpsamplerNet(gt=hq_p, rrdbResults=enc, logdet=0.0, reverse=False)
+    log_p = logdet + (-0.5 * (zf**2 + math.log(2 * math.pi))).sum(dim=(1, 2, 3))
+    nll = float(-log_p[0]) / (math.log(2.0) * 3 * h * w)
+    return out[..., : lq.shape[-2], : lq.shape[-1]].float(), nll
+
+
+def uptflow_quant_bits(model) -> float:
+    """nightflow's discretisation term in bits/dim (log2 quant), added to the official continuous NLL."""
+    import math
+
+    return math.log2(model.cfg.quant) if model.cfg.quant > 0 else 0.0
+
+
 # ----------------------------------------------------------------------------------------------- comparison
 def nightflow_outputs(model, lq: torch.Tensor, hq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
     """(raw mean path, clamped restore, NLL bits/dim) of a converted nightflow model."""
@@ -379,6 +520,8 @@ def measure(args: argparse.Namespace) -> list[dict]:
             todo.append((a, lambda a=a: build_llflow(Path(args.llflow), a)[0], run_llflow_official))
     if args.ssflow:
         todo.append(("ssflow", lambda: build_ssflow(Path(args.ssflow))[0], run_ssflow_official))
+    if args.uptflow:
+        todo.append(("uptflow", lambda: build_uptflow(Path(args.uptflow))[0], run_uptflow_official))
     for arch, build, run_official in todo:
         net = build()
         with tempfile.TemporaryDirectory() as tmp:
@@ -387,6 +530,10 @@ def measure(args: argparse.Namespace) -> list[dict]:
             lq, hq = dark_image(h, w, SEED + i), bright_image(h, w, SEED + i)
             off, off_nll = run_official(net, lq, hq, model.pad_multiple)
             raw, restored, nll = nightflow_outputs(model, lq, hq)
+            if (
+                arch == "uptflow"
+            ):  # official: continuous bits/dim; nightflow adds log2(quant); compared as bits/pixel/3
+                off_nll = 3 * (off_nll + uptflow_quant_bits(model))
             # how much the official output moves for another input of the same size: the comparison is only
             # meaningful if this is far above the errors
             other, _ = run_official(net, dark_image(h, w, SEED + 7), hq, model.pad_multiple)
@@ -462,6 +609,38 @@ def fixtures(args: argparse.Namespace) -> None:
             metadata=meta,
         )
         print(f"wrote {FIXTURES}/ssflow_*.safetensors (official NLL {nll:.6f} bits/pixel)")
+    if args.uptflow:
+        uptflow_fixture(Path(args.uptflow))
+
+
+def uptflow_fixture(root: Path) -> None:
+    from safetensors.torch import save_file
+
+    net, _ = build_uptflow(root, reduced=True)
+    with torch.no_grad():  # store float16; run the official code with exactly those rounded weights
+        for t in net.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+    lq, hq = dark_image(21, 30, SEED), bright_image(21, 30, SEED)
+    out, nll = run_uptflow_official(net, lq, hq, 8)
+    # floats as float16; the 14 relative-position index buffers (int64, < 625) as int16: 53 kB less
+    state = {
+        k: (v.half() if v.is_floating_point() else v.short()).contiguous()
+        for k, v in net.state_dict().items()
+    }
+    meta = {
+        "arch": "uptflow",
+        "official_code": "NJUPT-IPR-XuLintao/UPT-Flow@7432b6b84344",
+        "reduced": f"MSFormer {UPTFLOW_REDUCED}, cond 24, K 1, 1 transition, hidden 16; index buffers int16",
+        "nll_continuous_bits_per_dim": repr(nll),
+    }
+    save_file(state, str(FIXTURES / "uptflow_state.safetensors"), metadata=meta)
+    save_file(
+        {"lq": lq.contiguous(), "hq": hq.contiguous(), "out": out.contiguous()},
+        str(FIXTURES / "uptflow_io.safetensors"),
+        metadata=meta,
+    )
+    print(f"wrote {FIXTURES}/uptflow_*.safetensors (official NLL {nll:.6f} continuous bits/dim)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -472,6 +651,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llflow", type=Path, help="folder holding the LLFlow release's code/")
     parser.add_argument(
         "--ssflow", type=Path, help="the SSFlow release's repository root (confs/, models/, …)"
+    )
+    parser.add_argument(
+        "--uptflow", type=Path, help="the UPT-Flow release's repository root (confs/UPT-Flow.yml, models/, …)"
     )
     parser.add_argument("--json", type=Path, help="measure: also write the rows here")
     args = parser.parse_args(argv)

@@ -24,6 +24,7 @@ class StandInRestorer(nn.Module):
     needs_target = False
     has_exposure = False
     dtypes = (torch.float32,)
+    precisions = ("fp32",)
 
     def __init__(
         self,

@@ -232,6 +232,9 @@ def test_ssflow_refusals_name_the_tensor(ssflow_pth: Path, tmp_path: Path, capsy
     missing = {k: v for k, v in state.items() if k != "RRDB.denoise.D_block2.body2.1.weight"}
     with pytest.raises(ConversionError, match=r"lacks tensor RRDB\.denoise\.D_block2\.body2\.1\.weight"):
         convert_state_dict(missing, "ssflow")
+    # a refusal found while inferring the config names the file first (this used to recurse without end)
+    with pytest.raises(ConversionError, match=r"^bad\.pth: the checkpoint lacks tensor RRDB\.denoise"):
+        convert_state_dict({"RRDB.conv_first.weight": torch.zeros(32, 3, 3, 3)}, "ssflow", source="bad.pth")
     floats = {**state, "RRDB.denoise.BasicBlock._process.1.num_batches_tracked": torch.zeros(())}
     with pytest.raises(ConversionError, match="num_batches_tracked is torch.float32, not an integer"):
         convert_state_dict(floats, "ssflow")

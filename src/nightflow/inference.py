@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -38,16 +39,30 @@ from tqdm.auto import tqdm
 
 from .context import ImageContext
 from .errors import ConfigError, SettingError, UserError
+from .memory import (
+    ASSUMED,
+    ASSUMED_BYTES_PER_OUTPUT_PIXEL,
+    MemoryModel,
+    peak_rss_bytes,
+    reset_peak_rss,
+    rss_bytes,
+    trim_heap,
+)
 from .models.base import SAMPLE_TEMPERATURE
+from .precision import RESOLVED, autocast
 
-# Peak bytes of working memory per *output* pixel of one tile, used only to pick a tile size automatically.
-# Measured as untiled peak RSS growth / output pixels at 0.25 MP on CPU (benchmarks/bench_inference.py child):
-# lolisrflow-x2-tiny 727, -x4-tiny 634, -x2-paper 1345, llflow-small 1075, llflow 2116. Rounded up from the
-# largest so that "auto" errs towards smaller tiles, never towards running out of memory.
-BYTES_PER_OUTPUT_PIXEL = 3 * 1024
+# Bytes per output pixel assumed before anything is measured (nightflow.memory); small images that fit at this
+# rate run whole without a probe, larger ones get a tile size from the memory the model is measured to use.
+BYTES_PER_OUTPUT_PIXEL = ASSUMED_BYTES_PER_OUTPUT_PIXEL
 # Fraction of the currently available memory that "auto" tiling allows itself (the CPU is shared with others).
 MEMORY_FRACTION_CPU = 0.25
 MEMORY_FRACTION_CUDA = 0.6
+# Outputs at most this large that fit at the assumed rate skip the probe (it costs three small tiles).
+PROBE_ABOVE_PIXELS = 1_000_000
+# Output side (px) of the smaller probe tile; the larger is twice as wide (probes need not be valid blend tiles).
+PROBE_OUTPUT_SIDE = 192
+# Head-room on the measured per-pixel cost (allocator fragmentation, noise tensors of samples).
+MEASURED_SAFETY = 1.25
 # Smallest and largest tile side (LR pixels) that "auto" picks.
 MIN_AUTO_TILE = 64
 MAX_AUTO_TILE = 2048
@@ -216,13 +231,25 @@ def plan_for(
     overlap: int | None = None,
     batch: int = 1,
     device: torch.device | None = None,
+    max_memory: int | None = None,
+    precision: str = "fp32",
 ) -> TilePlan:
-    """The tile plan ``restore`` uses for an unpadded LR image of ``height``×``width`` (for progress lines)."""
+    """The tile plan ``restore`` uses for an unpadded LR image of ``height``×``width`` (for progress lines).
+
+    ``tile`` None: the largest tile whose *measured* working memory (:func:`measure_memory`, once per model,
+    device, batch and precision) fits ``max_memory`` bytes (default: a share of the available memory) beside
+    the image buffers; small images that fit at the assumed rate run whole without measuring."""
     scale, multiple = int(restorer.scale), int(restorer.tiling.grid)
     hp, wp = _round_up(height, multiple), _round_up(width, multiple)
     tile = tile_for(restorer, tile)
     if tile is None:
-        tile = auto_tile(scale, hp, wp, batch, device or module_device(restorer), multiple)
+        device = device or module_device(restorer)
+        budget = memory_budget(device, max_memory) - image_buffers(batch, hp, wp, scale)
+        memory = ASSUMED
+        out_pixels = hp * wp * scale * scale
+        if out_pixels > PROBE_ABOVE_PIXELS or ASSUMED.need(out_pixels * batch) > budget:
+            memory = measure_memory(restorer, device, batch, precision)
+        tile = auto_tile(scale, hp, wp, batch, device, multiple, memory=memory, budget=budget)
     if overlap is None:
         overlap = default_overlap(tile, multiple, int(restorer.tiling.margin))
     return plan_tiles(hp, wp, tile, overlap, multiple)
@@ -246,18 +273,98 @@ def available_memory(device: torch.device) -> int:
         return 4 << 30
 
 
-def auto_tile(
-    scale: int, height: int, width: int, batch: int, device: torch.device, multiple: int = 1
-) -> int:
-    """Tile side in LR pixels that fits the memory budget, or 0 when the whole image fits in one piece."""
+def memory_budget(device: torch.device, max_memory: int | None = None) -> float:
+    """Bytes inference may use: ``max_memory`` when given, else a share of what ``device`` has available."""
+    if max_memory is not None:
+        if max_memory <= 0:
+            raise SettingError(f"max_memory must be a positive number of bytes, got {max_memory}")
+        return float(max_memory)
     fraction = MEMORY_FRACTION_CUDA if device.type == "cuda" else MEMORY_FRACTION_CPU
-    budget = available_memory(device) * fraction
-    out_pixels = budget / (BYTES_PER_OUTPUT_PIXEL * max(1, batch))
-    if height * width * scale * scale <= out_pixels:
+    return available_memory(device) * fraction
+
+
+def image_buffers(batch: int, height: int, width: int, scale: int) -> int:
+    """Bytes of the buffers that live through the whole restore whatever the tiles: the padded float32 input
+    and the float32 output (plus its 8/16-bit copy when written out, at most as large again)."""
+    return batch * 3 * 4 * (height * width + 2 * height * width * scale * scale)
+
+
+def auto_tile(
+    scale: int,
+    height: int,
+    width: int,
+    batch: int,
+    device: torch.device,
+    multiple: int = 1,
+    *,
+    memory: MemoryModel = ASSUMED,
+    budget: float | None = None,
+) -> int:
+    """Tile side in LR pixels whose working memory (``memory``) fits ``budget`` bytes (default: a share of
+    the available memory), or 0 when the whole image fits in one piece."""
+    if budget is None:
+        budget = memory_budget(device)
+    batch = max(1, batch)
+    if memory.need(height * width * scale * scale * batch) <= budget:
         return 0
+    out_pixels = max(0.0, budget - memory.fixed) / (memory.per_pixel * batch)
     side = int(math.sqrt(out_pixels) / scale)
     side = min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
     return max(multiple, side // multiple * multiple)
+
+
+# measured memory models, per restorer (weakly held) and (device type, batch, precision)
+_MEASURED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def measure_memory(
+    restorer: torch.nn.Module, device: torch.device, batch: int = 1, precision: str = "fp32"
+) -> MemoryModel:
+    """The working memory of ``restorer`` per output pixel on ``device``: the peak growth of restoring one probe
+    tile of ``2·PROBE_OUTPUT_SIDE`` output px (after a warm-up tile half as wide), divided by its output pixels,
+    ×``MEASURED_SAFETY``. Any fixed cost is counted per pixel too, so large tiles are over- rather than
+    under-estimated. Cached per model, device type, batch and precision. Where the peak cannot be measured (no
+    /proc, no clear_refs) the assumed rate is returned, labelled ``assumed``."""
+    key = (device.type, int(batch), precision)
+    cached = _MEASURED.setdefault(restorer, {})
+    if key not in cached:
+        grid, scale = int(restorer.tiling.grid), int(restorer.scale)
+        side = _round_up(max(PROBE_OUTPUT_SIDE // scale, int(restorer.sizes.min_size)), grid)
+        _probe(
+            restorer, side, batch, device, precision
+        )  # warm-up: one-time allocations, allocator thresholds
+        grown = _probe(restorer, 2 * side, batch, device, precision)
+        if grown is None:
+            cached[key] = ASSUMED
+        else:
+            source = "measured (CUDA peak)" if device.type == "cuda" else "measured (peak RSS)"
+            pixels = batch * (2 * side * scale) ** 2
+            cached[key] = MemoryModel(0.0, max(grown, 1) / pixels * MEASURED_SAFETY, source)
+    return cached[key]
+
+
+def _probe(
+    restorer: torch.nn.Module, side: int, batch: int, device: torch.device, precision: str
+) -> int | None:
+    """Peak memory growth (bytes) of restoring one batch of ``side``² LR tiles; None where unmeasurable."""
+    g = torch.Generator().manual_seed(0)
+    lq = (torch.rand(batch, 3, side, side, generator=g) * 0.25).to(device)
+    with _EvalMode(restorer), autocast(precision, device):
+        context = image_context(restorer, lq)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            restorer.restore(lq, context=context)
+            torch.cuda.synchronize(device)
+            return int(torch.cuda.max_memory_allocated(device) - base)
+        trim_heap()
+        base = rss_bytes()
+        if base is None or not reset_peak_rss():
+            return None
+        restorer.restore(lq, context=context)
+        peak = peak_rss_bytes()
+    return None if peak is None else max(0, peak - base)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -308,6 +415,8 @@ def restore(
     exposure: float = 0.0,
     context: ImageContext | None = None,
     target: torch.Tensor | None = None,
+    precision: str = "fp32",
+    max_memory: int | None = None,
 ) -> torch.Tensor:
     """Restore ``lq`` (N×3×H×W in [0, 1]) to N×3×(s·H)×(s·W) in [0, 1], tiling when asked or when needed.
 
@@ -317,10 +426,14 @@ def restore(
     the restorer would not match across tiles. ``exposure`` (EV) shifts the model's exposure estimate. The
     whole image's global statistics (``context``, see :mod:`nightflow.context`) are computed once here unless
     given, and every tile uses them, so tiles agree with the whole-image result. ``target`` (N×3×sH×sW) is
-    handed to restorers that read the ground truth (``needs_target``: oracles). The result lives on ``lq``'s
-    device; tiles run on the restorer's.
+    handed to restorers that read the ground truth (``needs_target``: oracles). ``precision`` ("fp32" or
+    "bf16", resolved by :func:`nightflow.precision.resolve`) is the autocast of the context and tile passes; the
+    blend is float32. ``max_memory`` (bytes) bounds what an automatic tile size may use (:func:`plan_for`).
+    The result lives on ``lq``'s device; tiles run on the restorer's.
     """
     _check_lq(lq)
+    if precision not in RESOLVED:
+        raise ValueError(f"precision must be one of {RESOLVED} (resolve 'auto' first), got {precision!r}")
     scale = int(restorer.scale)
     multiple, margin = int(restorer.tiling.grid), int(restorer.tiling.margin)
     device = module_device(restorer)
@@ -336,7 +449,7 @@ def restore(
 
     padded = pad_to_multiple(lq, multiple)
     hp, wp = padded.shape[-2:]
-    plan = plan_for(restorer, h, w, tile, overlap, n * tile_batch, device)
+    plan = plan_for(restorer, h, w, tile, overlap, n * tile_batch, device, max_memory, precision)
     pad_out = (0, (wp - w) * scale, 0, (hp - h) * scale)
     noise = (
         F.pad(noise, pad_out) if noise is not None and stochastic else None
@@ -347,7 +460,7 @@ def restore(
         target = None
 
     if context is None:
-        with _EvalMode(restorer):
+        with _EvalMode(restorer), autocast(precision, device):
             context = image_context(restorer, lq.to(device), exposure)
 
     wy = axis_weights(plan.ys, plan.tile_h, hp, scale, margin=margin)
@@ -366,13 +479,14 @@ def restore(
                 ]
             )
             noise_t, target_t = (_out_tiles(t, plan, chunk, scale, device) for t in (noise, target))
-            y_t = restorer.restore(
-                lq_t.to(device),
-                temperature=float(temperature),
-                noise=noise_t,
-                context=None if context is None else context.repeat(len(chunk)),
-                target=target_t,
-            )
+            with autocast(precision, device):
+                y_t = restorer.restore(
+                    lq_t.to(device),
+                    temperature=float(temperature),
+                    noise=noise_t,
+                    context=None if context is None else context.repeat(len(chunk)),
+                    target=target_t,
+                )
             y_t = y_t.to(out.device, torch.float32)
             for k, (iy, ix) in enumerate(chunk):
                 _accumulate(
@@ -436,6 +550,8 @@ def iter_samples(
     tile_batch: int = 1,
     progress: bool = False,
     exposure: float = 0.0,
+    precision: str = "fp32",
+    max_memory: int | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield ``n`` samples (each N×3×sH×sW) one at a time, so callers can write or reduce them as they come.
     The whole-image context is computed once for all samples."""
@@ -444,8 +560,9 @@ def iter_samples(
     _check_lq(lq)
     scale = int(restorer.scale)
     shape = (lq.shape[0], 3, lq.shape[-2] * scale, lq.shape[-1] * scale)
-    with _EvalMode(restorer):
-        context = image_context(restorer, lq.to(module_device(restorer)), exposure)
+    device = module_device(restorer)
+    with _EvalMode(restorer), autocast(precision, device):
+        context = image_context(restorer, lq.to(device), exposure)
     for _ in range(n):
         noise = (
             draw_noise(shape, generator).to(lq.device) if temperature > 0 and restorer.stochastic else None
@@ -460,6 +577,8 @@ def iter_samples(
             tile_batch=tile_batch,
             progress=progress,
             context=context,
+            precision=precision,
+            max_memory=max_memory,
         )
 
 
@@ -473,6 +592,7 @@ def sample(
     tile: int | None = None,
     overlap: int | None = None,
     exposure: float = 0.0,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """``n`` samples stacked as n×N×3×sH×sW (tile-consistent: tiled and untiled samples agree)."""
     return torch.stack(
@@ -486,6 +606,7 @@ def sample(
                 tile=tile,
                 overlap=overlap,
                 exposure=exposure,
+                precision=precision,
             )
         )
     )
@@ -532,13 +653,22 @@ def uncertainty(
     tile: int | None = None,
     overlap: int | None = None,
     exposure: float = 0.0,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Per-pixel spread across ``n`` samples (std over samples, mean over channels) as N×sH×sW."""
     if n < 2:
         raise ValueError(f"uncertainty needs n >= 2 samples, got {n}")
     acc = SpreadAccumulator()
     samples = iter_samples(
-        restorer, lq, n, temperature, generator=generator, tile=tile, overlap=overlap, exposure=exposure
+        restorer,
+        lq,
+        n,
+        temperature,
+        generator=generator,
+        tile=tile,
+        overlap=overlap,
+        exposure=exposure,
+        precision=precision,
     )
     for y in samples:
         acc.add(y)

@@ -101,6 +101,7 @@ class OnnxRestorer(nn.Module):
     stochastic = True
     needs_target = False
     dtypes = (torch.float32,)
+    precisions: tuple[str, ...] = ("fp32",)  # the exported graphs are float32
 
     def __init__(self, files: dict[float, Path], exporter: Callable[[float], Path] | None = None) -> None:
         super().__init__()

@@ -55,6 +55,15 @@ def check_exposure(exposure: float) -> float:
     return value
 
 
+def check_max_memory(max_memory: int | None) -> int | None:
+    """None (a share of the available memory) or a whole number of bytes ≥ 1 MiB, else a SettingError."""
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, np.integer)) or max_memory < 1 << 20:
+        raise SettingError(f"max_memory must be None or a number of bytes >= 1 MiB, got {max_memory!r}")
+    return int(max_memory)
+
+
 def check_temperature(temperature: float, name: str = "temperature") -> float:
     """A finite temperature in [0, MAX_TEMPERATURE] (NaN, inf or 1e6 would decode to a black or noise image)."""
     try:
@@ -124,6 +133,8 @@ class Request:
     overlap: int | None = None
     exposure: float = 0.0
     progress: bool = False
+    precision: str = "fp32"  # resolved ("fp32"/"bf16"): nightflow.precision.resolve
+    max_memory: int | None = None  # bytes an automatic tile size may use (None: a share of what is available)
 
     @property
     def draws(self) -> int:
@@ -147,7 +158,8 @@ def restore_tensor(
     restorer: torch.nn.Module, x: torch.Tensor, temperature: float = 0.0, seed: int = 0, **common: Any
 ) -> torch.Tensor:
     """One restoration of ``x``: the mean path at temperature 0, else the first sample of ``seed`` (noise for
-    the whole image, drawn on the CPU, cropped per tile). ``common``: tile, overlap, progress, exposure."""
+    the whole image, drawn on the CPU, cropped per tile). ``common``: tile, overlap, progress, exposure,
+    precision, max_memory."""
     noise = None
     if temperature > 0 and restorer.stochastic:
         n, _, h, w = x.shape
@@ -160,7 +172,12 @@ def stream(restorer: torch.nn.Module, x: torch.Tensor, request: Request) -> Iter
     """The outputs of ``request`` for the 1×3×H×W tensor ``x``, as tensors, one at a time: the main output,
     then the samples as they are drawn, then the spread (NaN/inf refused before anything is handed out)."""
     common = dict(
-        tile=request.tile, overlap=request.overlap, progress=request.progress, exposure=request.exposure
+        tile=request.tile,
+        overlap=request.overlap,
+        progress=request.progress,
+        exposure=request.exposure,
+        precision=request.precision,
+        max_memory=request.max_memory,
     )
     if request.main:
         y = restore_tensor(restorer, x, request.temperature, request.seed, **common)

@@ -21,6 +21,7 @@ class Baseline(nn.Module):
     name: str = "baseline"
     needs_target: bool = False  # oracles (e.g. the target's exposure) read the ground truth: labelled as such
     stochastic = False
+    precisions: tuple[str, ...] = ("fp32",)  # classical steps run in float32 only (nothing to gain from bf16)
     has_exposure = False
     # global statistics (auto-gamma, histogram equalisation) differ per tile: classical methods run whole-image
     sizes = SizeSpec()

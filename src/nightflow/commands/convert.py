@@ -1,4 +1,4 @@
-"""Convert an authors' released checkpoint (LLFlow small and large, SSFlow) into a nightflow weights file.
+"""Convert an authors' released checkpoint (LLFlow small and large, SSFlow, UPT-Flow) into a nightflow weights file.
 
 Reads the PyTorch state dict with torch.load(weights_only=True) only (a file that needs pickled code is refused),
 infers the configuration from the tensors, maps every tensor by name and shape onto nightflow's architecture
@@ -11,6 +11,7 @@ examples:
   nightflow convert LOL_smallNet.pth --arch llflow-small -o llflow-small-lol.safetensors
   nightflow convert LOL.pth --arch llflow --config LOL-pc.yml -o llflow-lol.safetensors
   nightflow convert best_psnr_G.pth --arch ssflow -o ssflow-lolblur.safetensors
+  nightflow convert LOLv2_real.pth --arch uptflow -o uptflow-lolv2-real.safetensors
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--config",
         type=Path,
         metavar="OFFICIAL.yml",
-        help="the release's YAML (only read for what the tensors cannot tell: LLFlow's stacked RRDB blocks; not used by ssflow)",
+        help="the release's YAML (only read for what the tensors cannot tell: LLFlow's stacked RRDB blocks; not used by ssflow or uptflow)",
     )
     parser.add_argument(
         "-o", "--output", type=Path, metavar="OUT.safetensors", help="default: CHECKPOINT with .safetensors"

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..models.base import SAMPLE_TEMPERATURE  # --samples/--uncertainty when --temperature is not given
-from ._args import tile_size
+from ..precision import PRECISIONS
+from ._args import memory_size, tile_size
 
 DEFAULT_MODEL = "lolisrflow-x2"  # the zoo's default x2 model
 OUT_FOLDER = "nightflow_out"
@@ -125,6 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest tile side in input pixels; 0 = never tile; auto (default) = tile only when memory is short",
     )
     add(
+        "--max-memory",
+        type=memory_size,
+        default=None,
+        metavar="SIZE",
+        help="working memory an automatic tile size may use, e.g. 2G (measured per model on a small probe "
+        "tile; default auto: a quarter of the available memory on a CPU, 60%% on a GPU)",
+    )
+    add(
         "--overlap",
         type=_non_negative,
         default=None,
@@ -132,6 +141,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="tile overlap (default: tile/8, >= 16)",
     )
     add("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="auto (default): bf16 autocast for the encoder and coupling nets where the CPU (AMX/AVX-512-bf16) "
+        "or GPU runs bf16 natively and the model was measured within 1/255 of fp32, else fp32; fp32 or bf16 "
+        "force one (the flow's invertible arithmetic is fp32 either way)",
+    )
     add(
         "--backend",
         choices=("torch", "onnx"),
@@ -374,10 +391,11 @@ class Settings:
     heat_samples: int
     exposure: float
     backend: str = "torch"
+    precision: str = "fp32"  # resolved: fp32 or bf16
 
 
 # Keys of a record that must match for an existing output to count as done, per kind of output.
-_COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index", "backend")
+_COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index", "backend", "precision")
 COMPARED: dict[str, tuple[str, ...]] = {
     "main": (*_COMMON, "temperature", "seed"),
     "sample": (*_COMMON, "temperature", "seed"),
@@ -400,7 +418,22 @@ def job_settings(model: Any, args: argparse.Namespace, weights_sha256: str | Non
         heat_samples=int(n),
         exposure=float(getattr(args, "exposure", 0.0) or 0.0),
         backend=str(getattr(args, "backend", "torch") or "torch"),
+        precision=resolved_precision(model, args),
     )
+
+
+def resolved_precision(model: Any, args: argparse.Namespace) -> str:
+    """--precision for ``model``: auto → bf16 only where the device runs it natively and the model was measured
+    within 1/255 of fp32 (:mod:`nightflow.precision`); bf16 with the ONNX backend is refused (float32 graphs)."""
+    from ..errors import UserError
+    from ..precision import resolve
+
+    asked = str(getattr(args, "precision", "auto") or "auto")
+    if getattr(args, "backend", "torch") == "onnx":
+        if asked == "bf16":
+            raise UserError("--precision bf16 needs --backend torch: the exported ONNX graphs are float32")
+        return "fp32"
+    return resolve(asked, model.restorer, model.device)
 
 
 def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path, dict[str, Any]]:
@@ -424,6 +457,9 @@ def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path
             "heat_samples": settings.heat_samples if role.startswith("uncertainty") else None,
             "exposure": settings.exposure,
             "backend": None if settings.backend == "torch" else settings.backend,  # torch: as older records
+            "precision": None
+            if settings.precision == "fp32"
+            else settings.precision,  # fp32: as older records
         }
 
     records = {job.main: record("main", None, settings.main_temperature)}
@@ -510,14 +546,24 @@ def _announce(job: Job, x, model, args: argparse.Namespace) -> float | None:
     if h * w < ANNOUNCE_PIXELS or getattr(args, "quiet", False):
         return None
     s = model.scale
-    count = inference.plan_for(model.restorer, h, w, args.tile, args.overlap, device=model.device).count
+    count = inference.plan_for(
+        model.inference_restorer,
+        h,
+        w,
+        args.tile,
+        args.overlap,
+        device=model.device,
+        max_memory=getattr(args, "max_memory", None),
+        precision=resolved_precision(model, args),
+    ).count
     how = f"{count} tiles" if count > 1 else "one piece (--tile 512 shows per-tile progress)"
     print(f"enhancing {job.src}: {w}×{h} → {w * s}×{h * s}, {how} ...", file=sys.stderr, flush=True)
     return time.perf_counter()
 
 
-def request_for(job: Job, args: argparse.Namespace, todo: list[Path] | None = None):
-    """The pipeline request that makes the outputs of ``job`` still to do (``todo``; default: all of them)."""
+def request_for(job: Job, args: argparse.Namespace, todo: list[Path] | None = None, precision: str = "fp32"):
+    """The pipeline request that makes the outputs of ``job`` still to do (``todo``; default: all of them), at
+    the resolved ``precision`` (:func:`resolved_precision`)."""
     from ..pipeline import Request
 
     wanted = set(job.outputs() if todo is None else todo)
@@ -534,6 +580,8 @@ def request_for(job: Job, args: argparse.Namespace, todo: list[Path] | None = No
         overlap=args.overlap,
         exposure=args.exposure,
         progress=not getattr(args, "quiet", False),
+        precision=precision,
+        max_memory=getattr(args, "max_memory", None),
     )
 
 
@@ -568,9 +616,9 @@ def process(
         started[0] = _announce(job, x, model, args)
 
     written = enhance_file(
-        model.restorer,
+        model.inference_restorer,
         job.src,
-        request_for(job, args, todo),
+        request_for(job, args, todo, resolved_precision(model, args)),
         outputs,
         max_pixels=limit,
         text=text,

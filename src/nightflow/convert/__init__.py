@@ -1,7 +1,7 @@
 """Convert the authors' released checkpoints into nightflow weights files (``nightflow convert``).
 
-One module per architecture (``llflow`` for ``llflow-small`` and ``llflow``, ``ssflow`` for SSFlow; UPT-Flow
-is not converted yet) builds a plan: which released tensor becomes which
+One module per architecture (``llflow`` for ``llflow-small`` and ``llflow``, ``ssflow`` for SSFlow, ``uptflow``
+for UPT-Flow) builds a plan: which released tensor becomes which
 nightflow tensor (by name and shape), and which released tensors are dead weights skipped by name.
 :func:`convert_checkpoint` reads the checkpoint with ``torch.load(weights_only=True)`` only, infers the
 configuration from the tensors, applies the plan (one line naming the first tensor that does not fit), builds the
@@ -19,7 +19,7 @@ from types import ModuleType
 from ._common import ConversionError, apply_plan, lu_factors, read_state_dict
 
 # the architectures --arch accepts (each module also names its released repository and commit)
-ARCHS = ("llflow-small", "llflow", "ssflow")
+ARCHS = ("llflow-small", "llflow", "ssflow", "uptflow")
 
 
 def _module(arch: str) -> ModuleType:
@@ -31,6 +31,10 @@ def _module(arch: str) -> ModuleType:
         from . import ssflow
 
         return ssflow
+    if arch == "uptflow":
+        from . import uptflow
+
+        return uptflow
     raise ConversionError(f"unknown --arch {arch!r}; known: {', '.join(ARCHS)}")
 
 

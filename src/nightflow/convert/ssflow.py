@@ -78,7 +78,7 @@ _D = "RRDB.denoise"
 
 
 def _where(path: str) -> str:
-    return f"{_where(path)}" if path else ""
+    return f"{path}: " if path else ""
 
 
 def _need(state: dict[str, Tensor], key: str, path: str) -> Tensor:

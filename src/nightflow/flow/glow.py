@@ -36,7 +36,7 @@ class GlowConfig:
     cond_channels: int | list[int] = 64
     split: bool = False
     coupling: Literal["affine", "cross"] = "affine"
-    subnet: Literal["conv", "cbam", "cbam-local"] = "conv"
+    subnet: Literal["conv", "cbam", "cbam-local", "cbam-released"] = "conv"
     injector: bool = True
     transitions: int = 2
     scale_eps: float = 1e-4

@@ -15,12 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..layers.attention import ChannelGate, SpatialGate
+from ..layers.attention import CBAM, ChannelGate, SpatialGate
 from .actnorm import ActNorm
 
-SubnetKind = Literal["conv", "cbam", "cbam-local"]
+SubnetKind = Literal["conv", "cbam", "cbam-local", "cbam-released"]
+SUBNET_KINDS: tuple[str, ...] = ("conv", "cbam", "cbam-local", "cbam-released")
 # "cbam-local": CBAM whose channel gate pools over LOCAL_POOL×LOCAL_POOL px (at the level's resolution) instead
 # of the whole map, so the flow has no global statistic and tiles agree with the whole image
+# "cbam-released": UPT-Flow's released NN_F: conv1×1 → conv3×3 → CBAM with an outer residual → zero conv 1×1
 LOCAL_POOL = 15
 
 
@@ -52,12 +54,21 @@ class ConvNormAct(nn.Module):
 
 
 class ConvSubnet(nn.Module):
-    """conv3×3 → ReLU → conv1×1 → ReLU → zero conv3×3 (LLFlow's coupling net), optionally with CBAM before the end."""
+    """conv3×3 → ReLU → conv1×1 → ReLU → zero conv3×3 (LLFlow's coupling net), optionally with CBAM before the end.
+
+    ``cbam-released`` is UPT-Flow's released subnet instead: conv1×1 → ReLU → conv3×3 → ReLU → CBAM + input →
+    zero conv 1×1 (the kernel order is the other way round, so the first layer is 9× smaller at 288 inputs)."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int, kind: SubnetKind = "conv"):
         super().__init__()
-        if kind not in ("conv", "cbam", "cbam-local"):
-            raise ValueError(f"subnet kind must be 'conv', 'cbam' or 'cbam-local', got {kind!r}")
+        if kind not in SUBNET_KINDS:
+            raise ValueError(f"subnet kind must be one of {list(SUBNET_KINDS)}, got {kind!r}")
+        if kind == "cbam-released":
+            self.body = nn.Sequential(
+                ConvNormAct(in_channels, hidden, 1), ConvNormAct(hidden, hidden, 3), CBAM(hidden)
+            )
+            self.out = ZeroConv2d(hidden, out_channels, kernel_size=1)
+            return
         layers: list[nn.Module] = [ConvNormAct(in_channels, hidden, 3), ConvNormAct(hidden, hidden, 1)]
         if kind != "conv":
             layers += [ChannelGate(hidden, window=LOCAL_POOL if kind == "cbam-local" else 0), SpatialGate()]

@@ -4,6 +4,8 @@
 - :mod:`.attention`: channel attention (global, recordable in the whole-image context), window attention
   (local, optionally guided), the gated feed-forward and the transformer block, CBAM's ``ChannelGate`` and
   ``SpatialGate``, ``GlobalContext``.
+- :mod:`.lewin`: Uformer's LeWin block (guided shifted windows, relative-position bias, LeFF + ECA), as
+  UPT-Flow's released local branch runs it.
 - :mod:`.rrdb`: ESRGAN/LLFlow's ``ResidualDenseBlock`` and ``RRDB``.
 - :mod:`.resample`: exact-size ``resize``, ``halve``, ``PixelShuffleUp`` and the other pixel-(un)shuffle steps.
 - :mod:`.levels`: ``FeatureLevels``, the one adapter from an encoder's scales to the flow levels.
@@ -13,6 +15,7 @@ Modules here keep their attribute names: they are part of every bundled checkpoi
 """
 
 from .attention import (
+    CBAM,
     AttentionKind,
     ChannelAttention,
     ChannelGate,
@@ -24,10 +27,13 @@ from .attention import (
 )
 from .conv import ConvHead, LayerNorm2d, ResBlock
 from .levels import FeatureLevels, LevelSource
+from .lewin import ECA, LeFF, LeWinBlock
 from .resample import PixelShuffleUp, PixelShuffleUpsampler, ShuffleUp, UnshuffleDown, halve, resize
 from .rrdb import RRDB, ResidualDenseBlock
 
 __all__ = [
+    "CBAM",
+    "ECA",
     "RRDB",
     "AttentionKind",
     "ChannelAttention",
@@ -37,6 +43,8 @@ __all__ = [
     "GatedFeedForward",
     "GlobalContext",
     "LayerNorm2d",
+    "LeFF",
+    "LeWinBlock",
     "LevelSource",
     "PixelShuffleUp",
     "PixelShuffleUpsampler",

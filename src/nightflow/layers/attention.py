@@ -143,11 +143,19 @@ class WindowAttention(nn.Module):
 
 
 class GatedFeedForward(nn.Module):
-    """Restormer's gated depthwise-conv feed-forward: GELU(a)·b with a, b from a 1×1 + depthwise 3×3 conv."""
+    """Restormer's gated depthwise-conv feed-forward: GELU(a)·b with a, b from a 1×1 + depthwise 3×3 conv.
 
-    def __init__(self, dim: int, expansion: float) -> None:
+    ``hidden_rounding``: the hidden width is round(dim·expansion) (nightflow's own models) or, as Restormer and
+    UPT-Flow's release compute it, int(dim·expansion) (48·2.66 → 127, not 128)."""
+
+    def __init__(
+        self, dim: int, expansion: float, hidden_rounding: Literal["round", "floor"] = "round"
+    ) -> None:
         super().__init__()
-        hidden = max(1, int(round(dim * expansion)))
+        if hidden_rounding not in ("round", "floor"):
+            raise ValueError(f"hidden_rounding must be 'round' or 'floor', got {hidden_rounding!r}")
+        width = dim * expansion
+        hidden = max(1, int(round(width)) if hidden_rounding == "round" else int(width))
         self.inp = nn.Conv2d(dim, 2 * hidden, 1, bias=False)
         self.depth = nn.Conv2d(2 * hidden, 2 * hidden, 3, padding=1, groups=2 * hidden, bias=False)
         self.out = nn.Conv2d(hidden, dim, 1, bias=False)
@@ -161,7 +169,13 @@ class TransformerBlock(nn.Module):
     """Pre-norm transformer block on N×C×H×W: x + attn(norm(x)), then x + ffn(norm(x))."""
 
     def __init__(
-        self, dim: int, heads: int, expansion: float, attention: AttentionKind = "channel", window: int = 8
+        self,
+        dim: int,
+        heads: int,
+        expansion: float,
+        attention: AttentionKind = "channel",
+        window: int = 8,
+        hidden_rounding: Literal["round", "floor"] = "round",
     ) -> None:
         super().__init__()
         self.norm1 = LayerNorm2d(dim)
@@ -172,7 +186,7 @@ class TransformerBlock(nn.Module):
         else:
             raise ValueError(f"unknown attention kind {attention!r}; use 'channel' or 'window'")
         self.norm2 = LayerNorm2d(dim)
-        self.ffn = GatedFeedForward(dim, expansion)
+        self.ffn = GatedFeedForward(dim, expansion, hidden_rounding)
 
     def forward(self, x: torch.Tensor, store: AttentionStore | None = None) -> torch.Tensor:
         x = x + self.attn(self.norm1(x), store)
@@ -217,6 +231,20 @@ class SpatialGate(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         return x * torch.sigmoid(self.conv(desc))
+
+
+class CBAM(nn.Module):
+    """Channel gate then spatial gate, plus the input (the outer residual UPT-Flow's released subnets add to
+    CBAM). Global pooling, as released; the released spatial conv has no bias and reads [max, mean]: a
+    converter swaps the two input channels of its weight and zeroes ``spatial.conv.bias``."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.channel = ChannelGate(channels, reduction)
+        self.spatial = SpatialGate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(self.channel(x)) + x
 
 
 class GlobalContext(nn.Module):

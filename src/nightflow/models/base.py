@@ -17,6 +17,9 @@ What a restorer states (plain attributes, read before any work):
 - ``stochastic``: whether it has a distribution (``temperature`` and ``noise`` change the output).
 - ``has_exposure``: whether ``context(lq, exposure)`` honours an EV shift (others refuse a non-zero one).
 - ``needs_target``: oracles read the ground truth (``restore(..., target=hq)``); labelled as such everywhere.
+- ``precisions``: inference precisions measured to keep the mean path within 1/255 of float32 (``"fp32"`` always;
+  ``"bf16"`` where bf16 autocast was measured safe); ``--precision auto`` picks bf16 only from these
+  (:mod:`nightflow.precision`).
 
 What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]):
 
@@ -79,6 +82,7 @@ class Restorer(Protocol):
     scale: int
     stochastic: bool
     needs_target: bool
+    precisions: tuple[str, ...]
 
     @property
     def sizes(self) -> SizeSpec: ...

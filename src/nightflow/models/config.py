@@ -20,7 +20,7 @@ class FlowSpec:
     hidden: int = 32
     split: bool = False
     coupling: Literal["affine", "cross"] = "affine"
-    subnet: Literal["conv", "cbam", "cbam-local"] = (
+    subnet: Literal["conv", "cbam", "cbam-local", "cbam-released"] = (
         "conv"  # cbam-local: channel gate pools 15 px, not the map
     )
     injector: bool = True

@@ -55,6 +55,7 @@ class DeterministicRestorer(nn.Module):
     has_exposure: bool = False
     stochastic = False
     needs_target = False
+    precisions: tuple[str, ...] = ("fp32",)  # bf16 not measured for the learned baselines: auto keeps float32
     tile_margin = 12  # LR px; models with an encoder report the encoder's
 
     @property

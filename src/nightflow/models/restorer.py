@@ -86,13 +86,19 @@ class FlowRestorer(nn.Module):
         """Tiles agree with the whole image unless the flow pools globally (subnet "cbam", as UPT-Flow was
         released: its channel gate averages the half-decoded latent over the whole tile) or the encoder does
         (SSFlow's released ``image`` pooling)."""
-        tileable = self.cfg.flow.subnet != "cbam" and self.encoder.tileable
+        tileable = self.cfg.flow.subnet not in ("cbam", "cbam-released") and self.encoder.tileable
         margin = self.cfg.tile_margin or self.encoder.tile_margin
         return tiling_for(self.pad_multiple, margin, tileable=tileable)
 
     @property
     def dtypes(self) -> tuple[torch.dtype, ...]:
         return (torch.float32,)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """fp32, plus bf16 where the encoder was measured safe under bf16 autocast (``Encoder.bf16_inference``);
+        the flow's invertible arithmetic is float32 either way (:mod:`nightflow.precision`)."""
+        return ("fp32", "bf16") if self.encoder.bf16_inference else ("fp32",)
 
     # ----- conditioning and prior -------------------------------------------------------------------------------
     @property

@@ -1,0 +1,120 @@
+"""Inference optimisations of the bundled ×2, each measured on its own against plain float32 (issue 15 item 3).
+
+Rows: float32 eager (the reference); channels_last (model and input); bf16 autocast of the encoder and coupling
+subnets (``--precision bf16``; the flow's invertible arithmetic stays float32); ActNorm folded into its convs
+(``nightflow.flow.fold``; the CLI, web UI and API run a folded twin: ``Model.inference_restorer``); ``torch.compile`` of the encoder and
+subnets (``Model.compile``, opt-in; compile time reported); batched tiles (``tile_batch``: 4 tiles per call
+against 1, same tile plan). Each row: ms per output megapixel (best of the interleaved rounds) and the max
+difference from float32 in 0..255 levels. Ratios are from one run (interleaved A/B rounds); this machine is
+shared, so absolute times are indicative only.
+
+``python -m benchmarks.run_all optimizations [--quick]`` (quick: fewer rounds, no torch.compile)
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks.common import conv_throughput_gflops, machine, save, table
+
+MODEL = "lolisrflow-x2"
+SIZE = 192  # LR side: a 384×384 output
+TILE = 96  # LR tile side of the batched-tiles rows (a 192 LR image in 4 tiles)
+THREADS = 2
+
+
+def _lq() -> torch.Tensor:
+    return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 0.25
+
+
+def _contenders(quick: bool) -> dict:
+    import nightflow
+    from nightflow import inference
+    from nightflow.flow.fold import folded
+
+    base = nightflow.load(MODEL).restorer.eval()
+    lq = _lq()
+    ctx = base.context(lq)
+
+    def call(model, x=lq, precision="fp32", tile=0, tile_batch=1):
+        return lambda: inference.restore(
+            model, x, tile=tile, tile_batch=tile_batch, precision=precision, context=ctx
+        )
+
+    cl = nightflow.load(MODEL).restorer.eval().to(memory_format=torch.channels_last)
+    rows = {
+        "fp32 (reference)": call(base),
+        "channels_last": call(cl, lq.contiguous(memory_format=torch.channels_last)),
+        "bf16 autocast (encoder + subnets)": call(base, precision="bf16"),
+        "ActNorm folded": call(folded(base)),
+        "tiles 96 px, 1 per call": call(base, tile=TILE, tile_batch=1),
+        "tiles 96 px, 4 per call": call(base, tile=TILE, tile_batch=4),
+    }
+    if not quick:
+        comp = nightflow.load(MODEL).compile()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            call(comp.restorer)()
+        rows["torch.compile (encoder + subnets)"] = call(comp.restorer)
+        rows["torch.compile (encoder + subnets)"].compile_s = time.perf_counter() - start  # type: ignore[attr-defined]
+    return rows
+
+
+def run(quick: bool = False) -> dict:
+    torch.set_num_threads(THREADS)
+    contenders = _contenders(quick)
+    rounds = 2 if quick else 3
+    out_mp = (SIZE * 2) ** 2 / 1e6
+    best = {name: float("inf") for name in contenders}
+    outputs = {}
+    with torch.inference_mode():
+        for name, fn in contenders.items():
+            outputs[name] = fn()  # warm-up, and the output compared with float32
+        for _ in range(rounds):
+            for name, fn in contenders.items():
+                start = time.perf_counter()
+                fn()
+                best[name] = min(best[name], time.perf_counter() - start)
+    ref = outputs["fp32 (reference)"]
+    ref_ms = best["fp32 (reference)"] * 1e3 / out_mp
+    rows = []
+    for name, fn in contenders.items():
+        ms = best[name] * 1e3 / out_mp
+        rows.append(
+            {
+                "optimisation": name,
+                "ms_per_output_mp": round(ms),
+                "speed_vs_fp32": round(ref_ms / ms, 3),
+                "max_diff_255": round((outputs[name] - ref).abs().max().item() * 255, 4),
+                "compile_s": round(getattr(fn, "compile_s", 0.0), 1) or "",
+            }
+        )
+    from nightflow.precision import cpu_flags, native_bf16
+
+    payload = {
+        "benchmark": "optimizations",
+        "model": MODEL,
+        "input_lr": f"{SIZE}x{SIZE}",
+        "threads": THREADS,
+        "rounds": rounds,
+        "native_bf16": native_bf16("cpu"),
+        "bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx")),
+        "conv_gflops": conv_throughput_gflops(repeats=1 if quick else 3),
+        "machine": machine(),
+        "quick": quick,
+        "rows": rows,
+    }
+    path = save("optimizations", payload)
+    print(table(rows, ["optimisation", "ms_per_output_mp", "speed_vs_fp32", "max_diff_255", "compile_s"]))
+    print(f"native bf16: {payload['native_bf16']} (flags {payload['bf16_flags'] or 'none'}); saved {path}")
+    return payload
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    run(quick=parser.parse_args().quick)

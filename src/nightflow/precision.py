@@ -1,0 +1,85 @@
+"""Inference precision: float32 everywhere, or bf16 autocast for the encoder and the coupling subnets.
+
+Why bf16 only where it is native: the convolutions of the encoder and of the coupling/injector subnets are most of
+the work, and on CPUs with AMX or AVX-512-bf16 (and on CUDA) bf16 runs them several times faster. Without those
+units PyTorch emulates bf16 and the same model runs 12-50× *slower* (measured on an AVX2-only EPYC:
+``docs/performance.md``), so ``auto`` reads the CPU's flags and uses bf16 only where it is native.
+
+Why the flow stays exact: under autocast the invertible arithmetic is still float32 (the 1×1 convolutions disable
+autocast, the affine maps, ActNorm and log-determinants are element-wise float32 ops that autocast does not
+touch, and the coupling's scale and shift are cast to float32 before use: :mod:`nightflow.flow.coupling`).
+Each layer inverts its own output to float32 rounding under autocast; a whole encode→decode round trip does not
+(a 1e-5 change in a coupling's kept half can flip the bf16 rounding of its subnet's input), which is why the
+likelihood and training keep their own ``train.amp`` switch and inference asks for a measured bound instead.
+
+Why per model: ``auto`` also needs the model to be measured within 1/255 of float32 on its mean path
+(``restorer.precisions``, pinned by ``tests/test_precision.py`` for every bundled model); SSFlow's filter-adaptive
+convolutions are not (1.8/255), so ``auto`` keeps it in float32. ``bf16`` forces bf16 on any model and any
+hardware; ``fp32`` forces float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import torch
+
+from .errors import SettingError
+
+PRECISIONS = ("auto", "fp32", "bf16")  # what users may ask for
+RESOLVED = ("fp32", "bf16")  # what inference runs
+# /proc/cpuinfo flags of CPUs that execute bf16 matrix/dot products natively (oneDNN uses them for convolutions)
+NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read: not Linux)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bf16 convolutions natively (CUDA with bf16 support; CPUs with AMX/AVX-512-bf16)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return bool(NATIVE_BF16_FLAGS & cpu_flags())
+    return False
+
+
+def check_precision(value: str, name: str = "precision") -> str:
+    """``value`` if it is one of :data:`PRECISIONS`, else a one-line SettingError."""
+    if value not in PRECISIONS:
+        raise SettingError(f"{name} must be one of {', '.join(PRECISIONS)}, got {value!r}")
+    return value
+
+
+def resolve(precision: str, restorer: torch.nn.Module, device: torch.device | str) -> str:
+    """The precision inference runs for a request: ``fp32``/``bf16`` as asked; ``auto`` → ``bf16`` where the
+    device has native bf16 *and* ``restorer.precisions`` lists it (measured within 1/255), else ``fp32``."""
+    check_precision(precision)
+    if precision != "auto":
+        return precision
+    return "bf16" if "bf16" in restorer.precisions and native_bf16(device) else "fp32"
+
+
+@contextlib.contextmanager
+def autocast(precision: str, device: torch.device | str) -> Iterator[None]:
+    """The autocast region of a resolved ``precision`` on ``device`` (a no-op for ``fp32``)."""
+    if precision not in RESOLVED:
+        raise ValueError(f"precision must be resolved to one of {RESOLVED} first, got {precision!r}")
+    if precision == "fp32":
+        yield
+        return
+    with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16):
+        yield
