@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nightflow import inference
-from nightflow.errors import UserError
+from nightflow.errors import SettingError, UserError
+from nightflow.models.base import TilingSpec
 from standin_restorer import StandInRestorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -219,18 +220,37 @@ def real_x2():
     return build_model(get_config("lolisrflow-x2-tiny")).eval()
 
 
+def test_tiles_below_the_models_minimum_are_refused_and_auto_never_goes_below_it(real_x2, monkeypatch):
+    least = real_x2.tiling.min_tile
+    with pytest.raises(SettingError, match=f"needs tiles of at least {least} px"):
+        inference.restore(real_x2, _lq(96, 128), tile=least - real_x2.tiling.grid)
+
+    class BigTiles(StandInRestorer):
+        @property
+        def tiling(self):
+            return TilingSpec(tileable=True, grid=8, margin=12, min_tile=256)
+
+    monkeypatch.setattr(inference, "measure_memory", lambda *a, **k: inference.ASSUMED)
+    model = BigTiles(scale=2)
+    budget = 700 << 20  # less than 64 px tiles' worth beside the image buffers
+    assert inference.auto_tile(2, 3000, 2000, 1, torch.device("cpu"), 8, budget=budget - (648 << 20)) < 256
+    plan = inference.plan_for(model, 3000, 2000, None, max_memory=budget)
+    assert plan.tile_h >= 256 and plan.tile_w >= 256
+
+
 def test_real_model_tiled_matches_untiled_and_samples_are_seamless(real_x2):
-    lq = (_lq(48, 64, seed=4) * 0.3).clamp(0, 1)
-    plan = inference.plan_tiles(48, 64, 32, 16, real_x2.pad_multiple)
+    lq = (_lq(96, 128, seed=4) * 0.3).clamp(0, 1)
+    tile = real_x2.tiling.min_tile
+    plan = inference.plan_tiles(96, 128, tile, tile // 2, real_x2.pad_multiple)
     assert plan.count == 6
     full = inference.restore(real_x2, lq, tile=0)
-    assert full.shape == (1, 3, 96, 128)
+    assert full.shape == (1, 3, 192, 256)
     torch.testing.assert_close(full, real_x2.restore(lq), atol=1e-6, rtol=0)  # one piece == the model itself
-    tiled = inference.restore(real_x2, lq, tile=32, overlap=16)
+    tiled = inference.restore(real_x2, lq, tile=tile, overlap=tile // 2)
     assert (tiled - full).abs().max() < 2 / 255
     untiled_s = inference.sample(real_x2, lq, 2, 0.8, generator=torch.Generator().manual_seed(1), tile=0)
     tiled_s = inference.sample(
-        real_x2, lq, 2, 0.8, generator=torch.Generator().manual_seed(1), tile=32, overlap=16
+        real_x2, lq, 2, 0.8, generator=torch.Generator().manual_seed(1), tile=tile, overlap=tile // 2
     )
     assert (tiled_s - untiled_s).abs().max() < 2 / 255
     assert (untiled_s[0] - untiled_s[1]).abs().mean() > 0.05  # and they really are different samples

@@ -121,7 +121,9 @@ def _spread(length: int, size: int, count: int, multiple: int) -> tuple[int, ...
     return tuple(sorted({round(span * i / (count - 1) / multiple) * multiple for i in range(count)}))
 
 
-def _axis_tiles(length: int, tile: int, overlap: int, multiple: int) -> tuple[int, tuple[int, ...]]:
+def _axis_tiles(
+    length: int, tile: int, overlap: int, multiple: int, least: int = 1
+) -> tuple[int, tuple[int, ...]]:
     """(tile size, starts) along one axis: the fewest tiles of at most ``tile`` px that overlap by at least
     ``overlap``, then shrunk to the smallest common size that still does, so no work is wasted on overlap
     beyond what was asked (a 500-px side with 256-px tiles becomes 3 tiles of 188, not 3 of 256)."""
@@ -129,19 +131,23 @@ def _axis_tiles(length: int, tile: int, overlap: int, multiple: int) -> tuple[in
         return length, (0,)
     count = math.ceil((length - overlap) / (tile - overlap))
     size = min(tile, _round_up(math.ceil((length + (count - 1) * overlap) / count), multiple))
+    size = max(size, min(tile, _round_up(least, multiple)))  # never below the model's smallest tile
     while True:
         starts = _spread(length, size, count, multiple)
-        least = min(a + size - b for a, b in zip(starts, starts[1:]))
-        if least >= overlap or size >= tile:
+        tightest = min(a + size - b for a, b in zip(starts, starts[1:]))
+        if tightest >= overlap or size >= tile:
             return size, starts
         size += multiple  # rounding to the grid ate into the overlap
 
 
-def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int = 1) -> TilePlan:
+def plan_tiles(
+    height: int, width: int, tile: int, overlap: int, multiple: int = 1, least: int = 1
+) -> TilePlan:
     """Tile plan for a padded LR image of ``height``×``width`` (both multiples of ``multiple``).
 
     ``tile`` is the largest tile side allowed (it bounds memory); it and the starts are rounded to the
-    ``multiple`` grid. ``tile <= 0`` means one piece.
+    ``multiple`` grid; no tile is shrunk below ``least`` (the model's ``tiling.min_tile``). ``tile <= 0`` means
+    one piece.
     """
     if height % multiple or width % multiple:
         raise ValueError(f"padded size {height}x{width} is not a multiple of {multiple}")
@@ -149,8 +155,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, multiple: int =
         return TilePlan(height, width, height, width, (0,), (0,))
     tile = max(multiple, (tile // multiple) * multiple)
     overlap = max(0, min(overlap, tile - multiple))
-    th, ys = _axis_tiles(height, tile, overlap, multiple)
-    tw, xs = _axis_tiles(width, tile, overlap, multiple)
+    th, ys = _axis_tiles(height, tile, overlap, multiple, least)
+    tw, xs = _axis_tiles(width, tile, overlap, multiple, least)
     return TilePlan(height, width, th, tw, ys, xs)
 
 
@@ -250,9 +256,16 @@ def plan_for(
         if out_pixels > PROBE_ABOVE_PIXELS or ASSUMED.need(out_pixels * batch) > budget:
             memory = measure_memory(restorer, device, batch, precision)
         tile = auto_tile(scale, hp, wp, batch, device, multiple, memory=memory, budget=budget)
+        if tile:  # never below the smallest tile that blends correctly, even when memory is that short
+            tile = max(tile, int(restorer.tiling.min_tile))
+    elif 0 < tile < restorer.tiling.min_tile:
+        raise SettingError(
+            f"tile {tile} is too small: this model needs tiles of at least {restorer.tiling.min_tile} px "
+            "(or 0 = never tile, None = by memory)"
+        )
     if overlap is None:
         overlap = default_overlap(tile, multiple, int(restorer.tiling.margin))
-    return plan_tiles(hp, wp, tile, overlap, multiple)
+    return plan_tiles(hp, wp, tile, overlap, multiple, int(restorer.tiling.min_tile))
 
 
 def available_memory(device: torch.device) -> int:

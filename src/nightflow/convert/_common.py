@@ -27,6 +27,18 @@ class ConversionError(WeightsError):
     """A checkpoint that cannot be converted (pickled code, a tensor that does not fit): one line, exit 2."""
 
 
+def where(path: str) -> str:
+    """The ``path: `` prefix of a refusal (nothing when no file is named)."""
+    return f"{path}: " if path else ""
+
+
+def need(state: dict[str, Tensor], key: str, path: str, arch: str) -> Tensor:
+    """``state[key]``, or a one-line refusal naming the missing tensor and the ``--arch`` it was read as."""
+    if key not in state:
+        raise ConversionError(f"{where(path)}the checkpoint lacks tensor {key}; is it an {arch} checkpoint?")
+    return state[key]
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200] or type(exc).__name__
 

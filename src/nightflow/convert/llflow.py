@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..encoders.rrdb import RRDBConfig
 from ..models.config import ModelConfig
-from ._common import ConversionError, Plan
+from ._common import ConversionError, Plan, need
 
 REPO = "wyf0912/LLFlow"
 COMMIT = "115da161a96d"
@@ -35,12 +35,6 @@ DEAD = [
     r"flowUpsamplerNet\.f\.0\.(weight|bias)",
 ]
 _LAYER = re.compile(r"flowUpsamplerNet\.layers\.(\d+)\.(actnorm|invconv|affine)\.")
-
-
-def _need(state: dict[str, Tensor], key: str, path: str, arch: str) -> Tensor:
-    if key not in state:
-        raise ConversionError(f"{path}: the checkpoint lacks tensor {key}; is it an {arch} checkpoint?")
-    return state[key]
 
 
 def _flow_layout(state: dict[str, Tensor], path: str, arch: str) -> tuple[int, int, list[int]]:
@@ -90,7 +84,7 @@ def infer_config(
 ) -> ModelConfig:
     from ..models.zoo import get_config
 
-    first = _need(state, "RRDB.conv_first.weight", path, arch)
+    first = need(state, "RRDB.conv_first.weight", path, arch)
     nf, in_ch = int(first.shape[0]), int(first.shape[1])
     if in_ch != 12:
         raise ConversionError(
@@ -100,10 +94,10 @@ def infer_config(
     nb = len({int(m.group(1)) for k in state if (m := re.match(r"RRDB\.RRDB_trunk\.(\d+)\.", k))})
     if nb == 0:
         raise ConversionError(f"{path}: no RRDB.RRDB_trunk tensors; is it an {arch} checkpoint?")
-    gc = int(_need(state, "RRDB.RRDB_trunk.0.RDB1.conv1.weight", path, arch).shape[0])
+    gc = int(need(state, "RRDB.RRDB_trunk.0.RDB1.conv1.weight", path, arch).shape[0])
     levels, transitions, steps = _flow_layout(state, path, arch)
     first_step = 1 + transitions
-    aff = _need(state, f"flowUpsamplerNet.layers.{first_step}.affine.fFeatures.0.weight", path, arch)
+    aff = need(state, f"flowUpsamplerNet.layers.{first_step}.affine.fFeatures.0.weight", path, arch)
     hidden, cond = int(aff.shape[0]), int(aff.shape[1])
     if cond % nf:
         raise ConversionError(

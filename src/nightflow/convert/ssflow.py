@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ..encoders.oatt_unet import OAttUNetConfig
 from ..models.config import ModelConfig
-from ._common import ConversionError, Plan
+from ._common import ConversionError, Plan, need, where
 from .llflow import _flow_layout, flow_plan
 
 REPO = "shibaoshun/SSFlow"
@@ -77,16 +77,6 @@ DEAD = [
 _D = "RRDB.denoise"
 
 
-def _where(path: str) -> str:
-    return f"{path}: " if path else ""
-
-
-def _need(state: dict[str, Tensor], key: str, path: str) -> Tensor:
-    if key not in state:
-        raise ConversionError(f"{_where(path)}the checkpoint lacks tensor {key}; is it an {ARCH} checkpoint?")
-    return state[key]
-
-
 def infer_config(
     state: dict[str, Tensor], arch: str = ARCH, path: str = "", config: Path | None = None
 ) -> ModelConfig:
@@ -96,24 +86,24 @@ def infer_config(
         raise ConversionError(
             f"--config {config}: not needed for --arch {arch} (everything is inferred from the tensors)"
         )
-    first = _need(state, "RRDB.conv_first.weight", path)
+    first = need(state, "RRDB.conv_first.weight", path, ARCH)
     nf, in_ch = int(first.shape[0]), int(first.shape[1])
     if in_ch != 3:
         raise ConversionError(
-            f"{_where(path)}tensor RRDB.conv_first.weight takes {in_ch} channels; SSFlow's encoder reads the 3-channel "
+            f"{where(path)}tensor RRDB.conv_first.weight takes {in_ch} channels; SSFlow's encoder reads the 3-channel "
             "image (an LLFlow checkpoint? use --arch llflow-small or llflow)"
         )
-    stem = _need(state, f"{_D}.E_block1.0.weight", path)
+    stem = need(state, f"{_D}.E_block1.0.weight", path, ARCH)
     c1 = int(stem.shape[0])
     if int(stem.shape[1]) != nf or c1 != nf:
         raise ConversionError(
-            f"{_where(path)}tensor {_D}.E_block1.0.weight has shape {list(stem.shape)}; nightflow converts SSFlow with "
+            f"{where(path)}tensor {_D}.E_block1.0.weight has shape {list(stem.shape)}; nightflow converts SSFlow with "
             f"conv_first's width ({nf}) equal to the U-Net's first width"
         )
     downs = [f"{_D}.E_block1.2", f"{_D}.E_block2", f"{_D}.E_block3"]
-    widths = [c1] + [int(_need(state, f"{d}.reshape_conv.top.5.weight", path).shape[0]) for d in downs]
-    cond = int(_need(state, f"{_D}.conv22.0.conv.0.weight", path).shape[0])
-    fac = _need(state, f"{_D}.conv_fac_k1.0.weight", path)
+    widths = [c1] + [int(need(state, f"{d}.reshape_conv.top.5.weight", path, ARCH).shape[0]) for d in downs]
+    cond = int(need(state, f"{_D}.conv22.0.conv.0.weight", path, ARCH).shape[0])
+    fac = need(state, f"{_D}.conv_fac_k1.0.weight", path, ARCH)
     fac_convs = sorted(
         int(m.group(1))
         for k in state
@@ -124,35 +114,35 @@ def infer_config(
     k = round(k2**0.5)
     if k * k != k2 or k % 2 == 0 or int(last.shape[0]) != k2 * int(fac.shape[0]):
         raise ConversionError(
-            f"{_where(path)}tensor {_D}.conv_fac_k1.{fac_convs[-1]}.weight {list(last.shape)} is not C·k² kernels of an "
+            f"{where(path)}tensor {_D}.conv_fac_k1.{fac_convs[-1]}.weight {list(last.shape)} is not C·k² kernels of an "
             "odd k"
         )
-    filt = _need(state, f"{_D}.BasicBlock.F_C_A.constant_filter", path)
+    filt = need(state, f"{_D}.BasicBlock.F_C_A.constant_filter", path, ARCH)
     if filt.dim() != 3 or filt.shape[1] != filt.shape[2]:
         raise ConversionError(
-            f"{_where(path)}tensor {_D}.BasicBlock.F_C_A.constant_filter has shape {list(filt.shape)}, not C×S×S"
+            f"{where(path)}tensor {_D}.BasicBlock.F_C_A.constant_filter has shape {list(filt.shape)}, not C×S×S"
         )
-    hidden = int(_need(state, f"{_D}.BasicBlock._excitation.0.weight", path).shape[0])
+    hidden = int(need(state, f"{_D}.BasicBlock._excitation.0.weight", path, ARCH).shape[0])
     reduction = max(1, widths[1] // max(hidden, 1))
     if max(1, round(widths[1] / reduction)) != hidden:
         raise ConversionError(
-            f"{_where(path)}tensor {_D}.BasicBlock._excitation.0.weight: {hidden} hidden units are no round({widths[1]}/r)"
+            f"{where(path)}tensor {_D}.BasicBlock._excitation.0.weight: {hidden} hidden units are no round({widths[1]}/r)"
         )
     n_bins = len(
         {int(m.group(1)) for kk in state if (m := re.match(rf"{re.escape(_D)}\.PPM1\.features\.(\d+)\.", kk))}
     )
     if n_bins != len(RELEASED_BINS):
         raise ConversionError(
-            f"{_where(path)}{_D}.PPM1 has {n_bins} pyramid branches; the release has {len(RELEASED_BINS)} (bins "
+            f"{where(path)}{_D}.PPM1 has {n_bins} pyramid branches; the release has {len(RELEASED_BINS)} (bins "
             f"{RELEASED_BINS})"
         )
     if f"{_D}.BasicBlock._process.1.running_mean" not in state:
         raise ConversionError(
-            f"{_where(path)}the checkpoint lacks tensor {_D}.BasicBlock._process.1.running_mean (the attention block's "
+            f"{where(path)}the checkpoint lacks tensor {_D}.BasicBlock._process.1.running_mean (the attention block's "
             "BatchNorm); is it an ssflow checkpoint?"
         )
     levels, transitions, steps = _flow_layout(state, path, arch)
-    aff = _need(state, f"flowUpsamplerNet.layers.{1 + transitions}.affine.fFeatures.0.weight", path)
+    aff = need(state, f"flowUpsamplerNet.layers.{1 + transitions}.affine.fFeatures.0.weight", path, ARCH)
     base = get_config("ssflow-paper")
     assert isinstance(base, ModelConfig)
     try:
@@ -170,7 +160,7 @@ def infer_config(
             input_gain="none",
         )
     except Exception as exc:  # a config check of OAttUNetConfig
-        raise ConversionError(f"{_where(path)}the inferred SSFlow encoder is not valid: {exc}") from None
+        raise ConversionError(f"{where(path)}the inferred SSFlow encoder is not valid: {exc}") from None
     flow = dataclasses.replace(
         base.flow,
         levels=levels,

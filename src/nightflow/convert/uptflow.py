@@ -29,7 +29,7 @@ from torch import Tensor
 from ..encoders.msformer import MSFormerConfig
 from ..layers.lewin import relative_position_index
 from ..models.config import ModelConfig
-from ._common import ConversionError, Entry, Plan
+from ._common import ConversionError, Entry, Plan, need, where
 from .llflow import _flow_layout
 
 REPO = "NJUPT-IPR-XuLintao/UPT-Flow"
@@ -75,16 +75,6 @@ _CONVS = {
 }
 
 
-def _where(path: str) -> str:
-    return f"{path}: " if path else ""
-
-
-def _need(state: dict[str, Tensor], key: str, path: str) -> Tensor:
-    if key not in state:
-        raise ConversionError(f"{_where(path)}the checkpoint lacks tensor {key}; is it an {ARCH} checkpoint?")
-    return state[key]
-
-
 def _count(state: dict[str, Tensor], prefix: str) -> int:
     pat = re.compile(rf"{re.escape(prefix)}\.(\d+)\.")
     return len({int(m.group(1)) for k in state if (m := pat.match(k))})
@@ -92,10 +82,10 @@ def _count(state: dict[str, Tensor], prefix: str) -> int:
 
 def _window(state: dict[str, Tensor], path: str) -> int:
     key = f"{_E}.encoderlayer_1.blocks.0.attn.relative_position_bias_table"
-    rows = int(_need(state, key, path).shape[0])
+    rows = int(need(state, key, path, ARCH).shape[0])
     w = (round(rows**0.5) + 1) // 2
     if (2 * w - 1) ** 2 != rows:
-        raise ConversionError(f"{_where(path)}tensor {key} has {rows} rows, not (2·window − 1)²")
+        raise ConversionError(f"{where(path)}tensor {key} has {rows} rows, not (2·window − 1)²")
     return w
 
 
@@ -108,10 +98,10 @@ def infer_config(
         raise ConversionError(
             f"--config {config}: not needed for --arch {arch} (everything is inferred from the tensors)"
         )
-    embed = _need(state, f"{_E}.patch_embed.proj.weight", path)
+    embed = need(state, f"{_E}.patch_embed.proj.weight", path, ARCH)
     if tuple(embed.shape[1:]) != (3, 3, 3):
         raise ConversionError(
-            f"{_where(path)}tensor {_E}.patch_embed.proj.weight has shape {list(embed.shape)}; UPT-Flow's encoder "
+            f"{where(path)}tensor {_E}.patch_embed.proj.weight has shape {list(embed.shape)}; UPT-Flow's encoder "
             "embeds the 3-channel image with a 3×3 conv"
         )
     dim = int(embed.shape[0])
@@ -121,23 +111,23 @@ def infer_config(
     ]
     if min(blocks) == 0:
         raise ConversionError(
-            f"{_where(path)}no {_E}.encoder_level*/latent blocks; is it an {arch} checkpoint?"
+            f"{where(path)}no {_E}.encoder_level*/latent blocks; is it an {arch} checkpoint?"
         )
     heads = [
-        int(_need(state, f"{_E}.{name}.0.attn.temperature", path).shape[0])
+        int(need(state, f"{_E}.{name}.0.attn.temperature", path, ARCH).shape[0])
         for name in ("encoder_level1", "encoder_level2", "encoder_level3", "latent")
     ]
     local_heads = [
-        int(_need(state, f"{_E}.{name}.blocks.0.attn.relative_position_bias_table", path).shape[1])
+        int(need(state, f"{_E}.{name}.blocks.0.attn.relative_position_bias_table", path, ARCH).shape[1])
         for name in _LOCAL
     ]
     levels, transitions, steps = _flow_layout(state, path, arch)
     key = f"flowUpsamplerNet.layers.{1 + transitions}.affine.fFeatures_1.model.0.weight"
-    sub = _need(state, key, path)
+    sub = need(state, key, path, ARCH)
     hidden, cond = int(sub.shape[0]), int(sub.shape[1])
     if cond != 6 * dim:
         raise ConversionError(
-            f"{_where(path)}tensor {key} takes {cond} conditioning channels; the released encoder of width {dim} "
+            f"{where(path)}tensor {key} takes {cond} conditioning channels; the released encoder of width {dim} "
             f"hands the flow 4·{dim} + 2·{dim} = {6 * dim}"
         )
     try:
@@ -150,7 +140,7 @@ def infer_config(
             local_heads=local_heads,
         )
     except Exception as exc:  # a config check of MSFormerConfig
-        raise ConversionError(f"{_where(path)}the inferred UPT-Flow encoder is not valid: {exc}") from None
+        raise ConversionError(f"{where(path)}the inferred UPT-Flow encoder is not valid: {exc}") from None
     base = get_config("uptflow-paper")
     assert isinstance(base, ModelConfig)
     flow = dataclasses.replace(
