@@ -10,14 +10,13 @@ input (≈ 2·25× the feature maps); a case whose estimate exceeds 40 % of the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 from pathlib import Path
 
-from benchmarks.bench_inference import _mem_available, _reset_peak, _status_kib, run_child
-from benchmarks.common import machine, save, table
+from benchmarks.bench_inference import _mem_available
+from benchmarks.common import child_main, machine, run_case, save, table
 
 ROOT = Path(__file__).resolve().parent.parent
 LAYERS = ((64, 2), (128, 4), (128, 8))  # (channels, output px per feature px)
@@ -32,6 +31,7 @@ def _unfold_bytes(mp: float) -> float:
 def child(case: dict) -> dict:
     import torch
 
+    from nightflow import memory
     from nightflow.layers.fac import FilterAdaptiveConv
 
     torch.manual_seed(0)
@@ -40,8 +40,8 @@ def child(case: dict) -> dict:
     for c, s in LAYERS:
         n = int(side / s)
         layers.append((FilterAdaptiveConv(c).eval(), torch.randn(1, c, n, n), torch.randn(1, c, n, n)))
-    exact = _reset_peak()
-    base = _status_kib("VmRSS")
+    exact = memory.reset_peak_rss()
+    base = memory.rss_bytes()
     start = time.perf_counter()
     with torch.no_grad():
         for fac, x, guide in layers:
@@ -51,17 +51,14 @@ def child(case: dict) -> dict:
         "output_mp": case["mp"],
         "path": "unfold" if case["unfold"] else "bounded",
         "seconds": seconds,
-        "peak_rss_growth_mib": (_status_kib("VmHWM") - base) / 1024,
+        "peak_rss_growth_mib": (memory.peak_rss_bytes() - base) / 2**20,
         "peak_exact": exact,
     }
 
 
 def _run_case(case: dict) -> dict:
-    proc = run_child("benchmarks.bench_fac", case)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"output_mp": case["mp"], "path": "unfold" if case["unfold"] else "bounded", "error": tail}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    path = "unfold" if case["unfold"] else "bounded"
+    return run_case("benchmarks.bench_fac", case, {"output_mp": case["mp"], "path": path})
 
 
 def run(quick: bool = False) -> dict:
@@ -82,11 +79,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--child", help="run one case (JSON) and print its result")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-    else:
-        run(quick=args.quick)
+    child_main(__doc__, child, run)

@@ -10,16 +10,12 @@ peak is the process's resident set. Each case runs in a fresh interpreter that r
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import conv_throughput_gflops, machine, save, table
+from benchmarks.common import child_main, conv_throughput_gflops, machine, run_case, save, table
 
 MODEL = "lolisrflow-x2-tiny"
 TILE = 256  # LR pixels: 512×512 output tiles at ×2 (default overlap 32 px)
@@ -27,23 +23,6 @@ SIZES_MP = (1, 4, 16)
 QUICK_SIZES_MP = (0.25, 1)
 MEMORY_SHARE = 0.4  # skip an untiled case whose extrapolated peak exceeds this share of MemAvailable
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def build_restorer(name: str):
@@ -65,48 +44,31 @@ def child(case: dict) -> dict:
     """Run one case in this process and return its time and peak RSS growth (bytes)."""
     import torch
 
-    from nightflow import inference
+    from nightflow import inference, memory
 
     torch.manual_seed(0)
     model = build_restorer(case["model"])
     side = int(round(math.sqrt(case["mp"] * 1e6) / model.scale))
     lq = torch.rand(1, 3, side, side)
-    exact = _reset_peak()
-    base = _status_kib("VmRSS")
+    exact = memory.reset_peak_rss()
+    base = memory.rss_bytes()
     start = time.perf_counter()
     out = inference.restore(model, lq, tile=case["tile"], overlap=case.get("overlap"))
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = memory.peak_rss_bytes()
     return {
         "output": f"{out.shape[-1]}x{out.shape[-2]}",
         "output_mp": out.shape[-1] * out.shape[-2] / 1e6,
         "tile": case["tile"],
         "seconds": seconds,
-        "peak_rss_growth_mib": (peak - base) / 1024,
+        "peak_rss_growth_mib": (peak - base) / 2**20,
         "peak_exact": exact,
         "output_tensor_mib": out.numel() * 4 / 2**20,
     }
 
 
-def run_child(module: str, case: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
-    """Run ``python -m module --child CASE`` in a fresh interpreter (its own peak RSS) from the repository root."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    return subprocess.run(
-        [sys.executable, "-m", module, "--child", json.dumps(case)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=timeout,
-    )
-
-
 def _run_case(case: dict, timeout: int = 3600) -> dict:
-    proc = run_child("benchmarks.bench_inference", case, timeout)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-        return {"tile": case["tile"], "mp": case["mp"], "error": f"exit {proc.returncode}: {tail}"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_case("benchmarks.bench_inference", case, {"tile": case["tile"], "mp": case["mp"]}, timeout)
 
 
 def _mem_available() -> int:
@@ -172,11 +134,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", help="JSON case to run in this process (internal)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-    else:
-        run(quick=args.quick)
+    child_main(__doc__, child, run)

@@ -11,13 +11,11 @@ a 24 MP output in at most 2 GB of peak RSS.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
 
-from benchmarks.bench_inference import run_child
-from benchmarks.common import machine, save, table
+from benchmarks.common import child_main, machine, run_case, save, table
 
 MODEL = "lolisrflow-x2"  # bundled weights
 SIZES_MP = (6, 12, 24)
@@ -43,9 +41,9 @@ def child(case: dict) -> dict:
     start = time.perf_counter()
     plan = inference.plan_for(model, height, width, None, max_memory=case["max_memory"])
     probe_s = time.perf_counter() - start
-    measured = inference.measure_memory(model, torch.device("cpu"))
     out = inference.restore(model, lq, tile=None, max_memory=case["max_memory"])
     seconds = time.perf_counter() - start
+    measured = inference.measure_memory(model, torch.device("cpu"))  # cached by the plan where it probed
     return {
         "output": f"{out.shape[-1]}x{out.shape[-2]}",
         "output_mp": out.shape[-1] * out.shape[-2] / 1e6,
@@ -64,12 +62,8 @@ def run(quick: bool = False) -> dict:
     rows = []
     for mp in QUICK_SIZES_MP if quick else SIZES_MP:
         case = {"model": MODEL, "mp": mp, "max_memory": MAX_MEMORY, "threads": THREADS}
-        proc = run_child("benchmarks.bench_memory", case, timeout=7200)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-            row = {"output_mp": mp, "error": f"exit {proc.returncode}: {tail}"}
-        else:
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+        row = run_case("benchmarks.bench_memory", case, {"output_mp": mp}, timeout=7200)
+        if "error" not in row:
             row["within_2gb"] = row["peak_rss_mib"] * 2**20 <= TARGET_PEAK
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -100,11 +94,4 @@ def run(quick: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--child", help="JSON case to run in this process (internal)")
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    if args.child:
-        print(json.dumps(child(json.loads(args.child))))
-    else:
-        run(quick=args.quick)
+    child_main(__doc__, child, run)

@@ -6,10 +6,13 @@ run's 3×3-conv GFLOP/s is what can be compared between runs and machines.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +22,7 @@ import torch
 from nightflow.models import count_params  # noqa: F401  (re-exported for the bench scripts)
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> float:
@@ -72,3 +76,39 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------- one case per subprocess
+def run_child(module: str, case: dict, timeout: int = 3600) -> subprocess.CompletedProcess:
+    """Run ``python -m module --child CASE`` in a fresh interpreter (its own peak RSS) from the repository root."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    return subprocess.run(
+        [sys.executable, "-m", module, "--child", json.dumps(case)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_case(module: str, case: dict, label: dict, timeout: int = 3600) -> dict:
+    """The JSON row a child prints, or ``label`` plus the child's exit status and last stderr line."""
+    proc = run_child(module, case, timeout)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+        return {**label, "error": f"exit {proc.returncode}: {tail}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def child_main(doc: str, child: Callable[[dict], dict], run: Callable[..., object]) -> None:
+    """The ``__main__`` of a subprocess benchmark: ``--child CASE`` runs one case and prints its row as JSON,
+    otherwise ``run(quick=...)``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--child", help="JSON case to run in this process (internal)")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+    else:
+        run(quick=args.quick)

@@ -52,12 +52,12 @@ def test_probe_says_assumed_where_the_peak_cannot_be_read(monkeypatch):
 
 
 def test_auto_tile_is_the_largest_whose_measured_need_fits_the_budget():
-    model = MemoryModel(fixed=0.0, per_pixel=1000.0, source="measured (peak RSS)")
+    model = MemoryModel(per_pixel=1000.0, source="measured (peak RSS)")
     budget = 400e6
     tile = inference.auto_tile(2, 4096, 4096, 1, CPU, 8, memory=model, budget=budget)
     assert tile % 8 == 0 and model.need((2 * tile) ** 2) <= budget < model.need((2 * (tile + 8)) ** 2)
     assert inference.auto_tile(2, 100, 100, 1, CPU, 8, memory=model, budget=budget) == 0  # fits whole
-    heavier = MemoryModel(0.0, 4000.0, "measured (peak RSS)")  # 4× the bytes per pixel: about half the side
+    heavier = MemoryModel(4000.0, "measured (peak RSS)")  # 4× the bytes per pixel: about half the side
     assert abs(inference.auto_tile(2, 4096, 4096, 1, CPU, 8, memory=heavier, budget=budget) - tile / 2) <= 8
 
 
@@ -65,7 +65,7 @@ def test_plan_follows_max_memory_and_small_images_skip_the_probe(monkeypatch):
     monkeypatch.setattr(inference, "available_memory", lambda device: 64 << 30)
     model = StandInRestorer(scale=2)
     assert inference.plan_for(model, 200, 200, None).count == 1 and model.calls == []  # no probe
-    measured = MemoryModel(0.0, 2000.0, "measured (peak RSS)")
+    measured = MemoryModel(2000.0, "measured (peak RSS)")
     monkeypatch.setattr(inference, "measure_memory", lambda *a, **k: measured)
     wide = inference.plan_for(model, 3000, 2000, None, max_memory=8 << 30)
     tight = inference.plan_for(model, 3000, 2000, None, max_memory=1 << 30)
@@ -79,7 +79,7 @@ def test_restore_under_a_memory_bound_tiles_and_matches_the_whole_image(monkeypa
     model = StandInRestorer(scale=2)
     lq = torch.rand(1, 3, 160, 192, generator=torch.Generator().manual_seed(0))
     whole = inference.restore(model, lq, tile=0)
-    monkeypatch.setattr(inference, "measure_memory", lambda *a, **k: MemoryModel(0.0, 3000.0, "measured"))
+    monkeypatch.setattr(inference, "measure_memory", lambda *a, **k: MemoryModel(3000.0, "measured"))
     model.calls.clear()
     tiled = inference.restore(model, lq, tile=None, max_memory=2 << 20)
     assert len(model.calls) > 1

@@ -104,10 +104,12 @@ class Model:
         return self._folded[1]
 
     def compile(self, **options: Any) -> Model:
-        """Opt-in ``torch.compile`` of the encoder and the coupling subnets (the convolutions), in place.
+        """Opt-in ``torch.compile`` of the encoder and the coupling subnets (the convolutions) of the current
+        :attr:`inference_restorer`. A later change of :attr:`restorer`'s parameters rebuilds that twin
+        uncompiled; call this again after it.
 
-        The first restore of each new tile shape compiles (on a 2-core CPU: 74-106 s for the bundled ×2, for
-        1.01-1.26×: ``docs/performance.md``); ``options`` go to ``torch.compile``. Returns self."""
+        The first restore of each new tile shape compiles (on a 2-core CPU: 74 s for the bundled ×2, for
+        1.26×: ``docs/performance.md``); ``options`` go to ``torch.compile``. Returns self."""
         from .encoders.base import Encoder
         from .flow.subnets import ConvSubnet
 

@@ -57,9 +57,9 @@ BYTES_PER_OUTPUT_PIXEL = ASSUMED_BYTES_PER_OUTPUT_PIXEL
 # Fraction of the currently available memory that "auto" tiling allows itself (the CPU is shared with others).
 MEMORY_FRACTION_CPU = 0.25
 MEMORY_FRACTION_CUDA = 0.6
-# Outputs at most this large that fit at the assumed rate skip the probe (it costs three small tiles).
+# Outputs at most this large that fit at the assumed rate skip the probe (it costs two small tiles).
 PROBE_ABOVE_PIXELS = 1_000_000
-# Output side (px) of the smaller probe tile; the larger is twice as wide (probes need not be valid blend tiles).
+# Output side (px) of the warm-up tile; the measured one is twice as wide (probes need not be valid blend tiles).
 PROBE_OUTPUT_SIDE = 192
 # Head-room on the measured per-pixel cost (allocator fragmentation, noise tensors of samples).
 MEASURED_SAFETY = 1.25
@@ -320,7 +320,7 @@ def auto_tile(
     batch = max(1, batch)
     if memory.need(height * width * scale * scale * batch) <= budget:
         return 0
-    out_pixels = max(0.0, budget - memory.fixed) / (memory.per_pixel * batch)
+    out_pixels = max(0.0, budget) / (memory.per_pixel * batch)
     side = int(math.sqrt(out_pixels) / scale)
     side = min(MAX_AUTO_TILE, max(MIN_AUTO_TILE, side))
     return max(multiple, side // multiple * multiple)
@@ -335,24 +335,22 @@ def measure_memory(
 ) -> MemoryModel:
     """The working memory of ``restorer`` per output pixel on ``device``: the peak growth of restoring one probe
     tile of ``2·PROBE_OUTPUT_SIDE`` output px (after a warm-up tile half as wide), divided by its output pixels,
-    ×``MEASURED_SAFETY``. Any fixed cost is counted per pixel too, so large tiles are over- rather than
-    under-estimated. Cached per model, device type, batch and precision. Where the peak cannot be measured (no
+    ×``MEASURED_SAFETY`` (:class:`~nightflow.memory.MemoryModel`). Cached per model, device type, batch and precision. Where the peak cannot be measured (no
     /proc, no clear_refs) the assumed rate is returned, labelled ``assumed``."""
     key = (device.type, int(batch), precision)
     cached = _MEASURED.setdefault(restorer, {})
     if key not in cached:
         grid, scale = int(restorer.tiling.grid), int(restorer.scale)
         side = _round_up(max(PROBE_OUTPUT_SIDE // scale, int(restorer.sizes.min_size)), grid)
-        _probe(
-            restorer, side, batch, device, precision
-        )  # warm-up: one-time allocations, allocator thresholds
+        # warm-up first: one-time allocations and allocator thresholds would otherwise count as the tile's
+        _probe(restorer, side, batch, device, precision)
         grown = _probe(restorer, 2 * side, batch, device, precision)
         if grown is None:
             cached[key] = ASSUMED
         else:
             source = "measured (CUDA peak)" if device.type == "cuda" else "measured (peak RSS)"
             pixels = batch * (2 * side * scale) ** 2
-            cached[key] = MemoryModel(0.0, max(grown, 1) / pixels * MEASURED_SAFETY, source)
+            cached[key] = MemoryModel(max(grown, 1) / pixels * MEASURED_SAFETY, source)
     return cached[key]
 
 

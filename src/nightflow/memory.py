@@ -1,4 +1,4 @@
-"""Process memory, measured: resident set and its peak (CPU), and the linear model of what a tile costs.
+"""Process memory, measured: resident set and its peak (CPU), and what a tile costs per output pixel.
 
 Why the resident set: torch's CPU allocator does not report what it holds, and tracemalloc does not see it, so
 the honest figure is the kernel's: ``VmRSS`` and the peak ``VmHWM`` of /proc/self/status, whose peak can be reset
@@ -25,18 +25,17 @@ ASSUMED_BYTES_PER_OUTPUT_PIXEL = 3 * 1024
 
 @dataclass(frozen=True)
 class MemoryModel:
-    """Peak working memory of restoring one batch of tiles: ``fixed + per_pixel · output pixels`` bytes (the
-    probe puts everything in ``per_pixel``; ``fixed`` is for models known to hold a size-independent part)."""
+    """Peak working memory of restoring one batch of tiles: ``per_pixel`` bytes per output pixel (a probe counts
+    any size-independent cost per pixel too, so large tiles are over- rather than under-estimated)."""
 
-    fixed: float
     per_pixel: float
     source: str  # "measured (peak RSS)", "measured (CUDA peak)" or "assumed"
 
     def need(self, output_pixels: float) -> float:
-        return self.fixed + self.per_pixel * output_pixels
+        return self.per_pixel * output_pixels
 
 
-ASSUMED = MemoryModel(0.0, float(ASSUMED_BYTES_PER_OUTPUT_PIXEL), "assumed")
+ASSUMED = MemoryModel(float(ASSUMED_BYTES_PER_OUTPUT_PIXEL), "assumed")
 
 
 def _status_bytes(field: str) -> int | None:

@@ -2,7 +2,7 @@
 
 Why bf16 only where it is native: the convolutions of the encoder and of the coupling/injector subnets are most of
 the work, and on CPUs with AMX or AVX-512-bf16 (and on CUDA) bf16 runs them several times faster. Without those
-units PyTorch emulates bf16 and the same model runs 12-50× *slower* (measured on an AVX2-only EPYC:
+units PyTorch emulates bf16 and the same model runs about 75× *slower* (measured on an AVX2-only EPYC:
 ``docs/performance.md``), so ``auto`` reads the CPU's flags and uses bf16 only where it is native.
 
 Why the flow stays exact: under autocast the invertible arithmetic is still float32 (the 1×1 convolutions disable
@@ -14,7 +14,7 @@ likelihood and training keep their own ``train.amp`` switch and inference asks f
 
 Why per model: ``auto`` also needs the model to be measured within 1/255 of float32 on its mean path
 (``restorer.precisions``, pinned by ``tests/test_precision.py`` for every bundled model); SSFlow's filter-adaptive
-convolutions are not (1.8/255), so ``auto`` keeps it in float32. ``bf16`` forces bf16 on any model and any
+convolutions are not (1.6/255), so ``auto`` keeps it in float32. ``bf16`` forces bf16 on any model and any
 hardware; ``fp32`` forces float32.
 """
 

@@ -43,6 +43,10 @@ def convert_state_dict(state, arch: str, source: str = "", config: Path | None =
     from ..models import build_any
 
     mod = _module(arch)
+    if config is not None and not mod.TAKES_CONFIG:
+        raise ConversionError(
+            f"--config {config}: not needed for --arch {arch} (everything is inferred from the tensors)"
+        )
     cfg = mod.infer_config(state, arch, source, config)
     model = build_any(cfg)
     expected = model.state_dict()

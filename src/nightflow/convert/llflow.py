@@ -25,6 +25,7 @@ from ._common import ConversionError, Plan, need
 
 REPO = "wyf0912/LLFlow"
 COMMIT = "115da161a96d"
+TAKES_CONFIG = True  # --config: which RRDB blocks are stacked, which the tensors do not say
 RELEASED_BLOCKS = {"llflow-small": [1], "llflow": [1, 3, 5, 7]}
 # built by the release, never used in either pass (docs/performance.md, tests/test_llflow_arch.py)
 DEAD = [

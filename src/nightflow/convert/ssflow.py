@@ -38,6 +38,7 @@ from .llflow import _flow_layout, flow_plan
 
 REPO = "shibaoshun/SSFlow"
 COMMIT = "1a8778e39d2f"
+TAKES_CONFIG = False  # everything is inferred from the tensors
 ARCH = "ssflow"
 RELEASED_BINS = [1, 2, 3, 6]  # ns_model2.py: PPM(..., bins=(1, 2, 3, 6)); the tensors only give their number
 _W = r"\.(weight|bias)"
@@ -82,10 +83,6 @@ def infer_config(
 ) -> ModelConfig:
     from ..models.zoo import get_config
 
-    if config is not None:
-        raise ConversionError(
-            f"--config {config}: not needed for --arch {arch} (everything is inferred from the tensors)"
-        )
     first = need(state, "RRDB.conv_first.weight", path, ARCH)
     nf, in_ch = int(first.shape[0]), int(first.shape[1])
     if in_ch != 3:

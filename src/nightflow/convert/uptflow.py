@@ -34,6 +34,7 @@ from .llflow import _flow_layout
 
 REPO = "NJUPT-IPR-XuLintao/UPT-Flow"
 COMMIT = "7432b6b84344"
+TAKES_CONFIG = False  # everything is inferred from the tensors
 ARCH = "uptflow"
 EPS = 3e-4  # CondAffineSeparatedAndCond.affine_eps (confs/UPT-Flow.yml does not override it)
 # built by the release, never used: none carry tensors in the released code (max_pool has no parameters);
@@ -94,10 +95,6 @@ def infer_config(
 ) -> ModelConfig:
     from ..models.zoo import get_config
 
-    if config is not None:
-        raise ConversionError(
-            f"--config {config}: not needed for --arch {arch} (everything is inferred from the tensors)"
-        )
     embed = need(state, f"{_E}.patch_embed.proj.weight", path, ARCH)
     if tuple(embed.shape[1:]) != (3, 3, 3):
         raise ConversionError(

@@ -268,7 +268,7 @@ class _ReleasedUNet(nn.Module):
 class MSFormerEncoder(Encoder):
     """LR image → one conditioning map per flow level (no colour map: UPT-Flow uses a zero-mean prior)."""
 
-    # bundled uptflow-tiny under bf16 autocast: at most 0.67/255 from float32 (tests/test_precision.py)
+    # bundled uptflow-tiny under bf16 autocast: 0.67/255 from float32 (pytest -s tests/test_precision.py)
     bf16_inference = True
 
     def __init__(self, cfg: MSFormerConfig, scale: int, levels: int) -> None:
