@@ -203,6 +203,14 @@ def run(quick: bool = False, rounds: int | None = None, threads: int | None = No
         "params_used": count_free_params(model),
     }
 
+    fast_cl = folded(nightflow_model()).to(memory_format=torch.channels_last)
+    lq_cl = lq.contiguous(memory_format=torch.channels_last)
+    contenders["nightflow llflow-small, folded + channels_last"] = {
+        "fn": lambda: fast_cl.restore(lq_cl),
+        "params": count_params(model),
+        "params_used": count_free_params(model),
+    }
+
     names = list(contenders)
     with torch.no_grad():
         for c in contenders.values():
@@ -233,12 +241,14 @@ def run(quick: bool = False, rounds: int | None = None, threads: int | None = No
         )
     if skipped:
         rows.insert(0, {"model": "official LLFlow-small", "seconds": "skipped (see message)"})
-    ratio = ratio_folded = max_diff = None
+    ratio = ratio_folded = ratio_cl = None
     with torch.no_grad():
-        max_diff = float((fast.restore(lq) - model.restore(lq)).abs().max()) * 255
+        reference = model.restore(lq)
+        max_diff = float((fast.restore(lq) - reference).abs().max()) * 255
+        max_diff_cl = float((fast_cl.restore(lq_cl) - reference).abs().max()) * 255
     if "official LLFlow-small" in contenders:
-        t_off, t_ours, t_fold = (statistics.median(contenders[n]["times"]) for n in names)
-        ratio, ratio_folded = t_off / t_ours, t_off / t_fold
+        t_off, t_ours, t_fold, t_cl = (statistics.median(contenders[n]["times"]) for n in names)
+        ratio, ratio_folded, ratio_cl = t_off / t_ours, t_off / t_fold, t_off / t_cl
     print(
         f"\nLLFlow-small, official vs nightflow: {h}×{w} input, {threads} thread(s), {rounds} interleaved round(s); "
         f"3×3 conv 64→64 this run: {conv:.1f} GFLOP/s (rounds: {', '.join(f'{x:.1f}' for x in conv_rates)})"
@@ -257,7 +267,8 @@ def run(quick: bool = False, rounds: int | None = None, threads: int | None = No
     if ratio is not None:
         print(
             f"nightflow speed-up over official (median time ratio official/nightflow): {ratio:.2f}× "
-            f"(folded: {ratio_folded:.2f}×; folded vs unfolded output: {max_diff:.5f}/255)"
+            f"(folded: {ratio_folded:.2f}×; folded + channels_last: {ratio_cl:.2f}×; max output difference from "
+            f"unfolded: folded {max_diff:.5f}/255, folded + channels_last {max_diff_cl:.5f}/255)"
         )
     payload = {
         "benchmark": "llflow_official",
@@ -270,7 +281,9 @@ def run(quick: bool = False, rounds: int | None = None, threads: int | None = No
         "skipped": skipped,
         "speedup_official_over_nightflow": ratio,
         "speedup_official_over_nightflow_folded": ratio_folded,
+        "speedup_official_over_nightflow_folded_channels_last": ratio_cl,
         "folded_max_diff_255": max_diff,
+        "folded_channels_last_max_diff_255": max_diff_cl,
         "rows": rows,
         "machine": machine(),
     }

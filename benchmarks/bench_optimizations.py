@@ -4,7 +4,8 @@ Rows: float32 eager (the reference); channels_last (model and input); bf16 autoc
 subnets (``--precision bf16``; the flow's invertible arithmetic stays float32); ActNorm folded into its convs
 (``nightflow.flow.fold``; the CLI, web UI and API run a folded twin: ``Model.inference_restorer``); ``torch.compile`` of the encoder and
 subnets (``Model.compile``, opt-in; compile time reported); batched tiles (``tile_batch``: 4 tiles per call
-against 1, same tile plan). Each row: ms per output megapixel (best of the interleaved rounds) and the max
+against 1, same tile plan); and, per bundled flow, the folded twin in NCHW vs channels_last memory (the
+layout `Encoder.channels_last_inference` records). Each row: ms per output megapixel (best of the interleaved rounds) and the max
 difference from float32 in 0..255 levels. Ratios are from one run (interleaved A/B rounds); this machine is
 shared, so absolute times are indicative only.
 
@@ -44,11 +45,15 @@ def _contenders(quick: bool) -> dict:
         )
 
     cl = nightflow.load(MODEL).restorer.eval().to(memory_format=torch.channels_last)
+    folded_cl = folded(nightflow.load(MODEL).restorer.eval()).to(memory_format=torch.channels_last)
+    lq_cl = lq.contiguous(memory_format=torch.channels_last)
     rows = {
         "fp32 (reference)": call(base),
-        "channels_last": call(cl, lq.contiguous(memory_format=torch.channels_last)),
+        "channels_last": call(cl, lq_cl),
         "bf16 autocast (encoder + subnets)": call(base, precision="bf16"),
         "ActNorm folded": call(folded(base)),
+        "ActNorm folded + channels_last": call(folded_cl, lq_cl),
+        "ActNorm folded + channels_last + bf16": call(folded_cl, lq_cl, precision="bf16"),
         "tiles 96 px, 1 per call": call(base, tile=TILE, tile_batch=1),
         "tiles 96 px, 4 per call": call(base, tile=TILE, tile_batch=4),
     }
@@ -62,8 +67,54 @@ def _contenders(quick: bool) -> dict:
     return rows
 
 
-def run(quick: bool = False) -> dict:
-    torch.set_num_threads(THREADS)
+LAYOUT_MODELS = {
+    "lolisrflow-x1": 256,
+    "lolisrflow-x2": 192,
+    "lolisrflow-x4": 96,
+    "uptflow": 256,
+    "ssflow": 256,
+}
+
+
+def layout_rows(rounds: int) -> list[dict]:
+    """Every bundled flow, folded, NCHW vs channels_last (the choice ``Encoder.channels_last_inference`` records
+    and ``Model.inference_restorer`` applies on the CPU): best of interleaved rounds, LR inputs of
+    :data:`LAYOUT_MODELS` px."""
+    import nightflow
+    from nightflow import inference
+    from nightflow.flow.fold import folded
+
+    rows = []
+    for name, size in LAYOUT_MODELS.items():
+        plain = folded(nightflow.load(name).restorer)
+        nhwc = folded(nightflow.load(name).restorer).to(memory_format=torch.channels_last)
+        lq = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 0.25
+        with torch.inference_mode():
+            ctx = plain.context(lq)
+            fns = {m: (lambda m=m, x=lq, c=ctx: inference.restore(m, x, context=c)) for m in (plain, nhwc)}
+            best = {m: float("inf") for m in fns}
+            outs = {m: fn() for m, fn in fns.items()}
+            for _ in range(rounds):
+                for m, fn in fns.items():
+                    start = time.perf_counter()
+                    fn()
+                    best[m] = min(best[m], time.perf_counter() - start)
+        out_mp = (size * plain.scale) ** 2 / 1e6
+        rows.append(
+            {
+                "model": name,
+                "ms_per_output_mp_nchw": round(best[plain] * 1e3 / out_mp),
+                "ms_per_output_mp_channels_last": round(best[nhwc] * 1e3 / out_mp),
+                "speed_channels_last": round(best[plain] / best[nhwc], 3),
+                "max_diff_255": round((outs[nhwc] - outs[plain]).abs().max().item() * 255, 5),
+                "channels_last_inference": plain.channels_last_inference,
+            }
+        )
+    return rows
+
+
+def run(quick: bool = False, threads: int = THREADS) -> dict:
+    torch.set_num_threads(threads)
     contenders = _contenders(quick)
     rounds = 2 if quick else 3
     out_mp = (SIZE * 2) ** 2 / 1e6
@@ -77,6 +128,15 @@ def run(quick: bool = False) -> dict:
                 start = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - start)
+    layouts = layout_rows(rounds)
+    conv_rates = [
+        {
+            "conv 3×3 64→64, 1×64×256²": f"{dtype}, {layout}",
+            "gflop_per_s": round(conv_throughput_gflops(repeats=rounds, layout=layout, dtype=dtype), 1),
+        }
+        for layout in ("nchw", "channels_last")
+        for dtype in ("fp32", "bf16-autocast", "bf16")
+    ]
     ref = outputs["fp32 (reference)"]
     ref_ms = best["fp32 (reference)"] * 1e3 / out_mp
     rows = []
@@ -91,24 +151,42 @@ def run(quick: bool = False) -> dict:
                 "compile_s": round(getattr(fn, "compile_s", 0.0), 1) or "",
             }
         )
-    from nightflow.precision import cpu_flags, native_bf16
+    from nightflow.precision import cpu_flags, fast_bf16
 
     payload = {
         "benchmark": "optimizations",
         "model": MODEL,
         "input_lr": f"{SIZE}x{SIZE}",
-        "threads": THREADS,
+        "threads": threads,
         "rounds": rounds,
-        "native_bf16": native_bf16("cpu"),
+        "fast_bf16": fast_bf16("cpu"),
         "bf16_flags": sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx")),
         "conv_gflops": conv_throughput_gflops(repeats=1 if quick else 3),
         "machine": machine(),
         "quick": quick,
         "rows": rows,
+        "layout_rows": layouts,
+        "conv_rates": conv_rates,
     }
     path = save("optimizations", payload)
     print(table(rows, ["optimisation", "ms_per_output_mp", "speed_vs_fp32", "max_diff_255", "compile_s"]))
-    print(f"native bf16: {payload['native_bf16']} (flags {payload['bf16_flags'] or 'none'}); saved {path}")
+    print(
+        table(
+            layouts,
+            [
+                "model",
+                "ms_per_output_mp_nchw",
+                "ms_per_output_mp_channels_last",
+                "speed_channels_last",
+                "max_diff_255",
+                "channels_last_inference",
+            ],
+        )
+    )
+    print(table(conv_rates, list(conv_rates[0])))
+    print(
+        f"bf16 faster than fp32 (auto uses it): {payload['fast_bf16']} (flags {payload['bf16_flags'] or 'none'}); saved {path}"
+    )
     return payload
 
 
@@ -117,4 +195,6 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    run(quick=parser.parse_args().quick)
+    parser.add_argument("--threads", type=int, default=THREADS)
+    args = parser.parse_args()
+    run(quick=args.quick, threads=args.threads)

@@ -37,11 +37,21 @@ def time_call(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> fl
     return statistics.median(times)
 
 
-def conv_throughput_gflops(channels: int = 64, size: int = 256, repeats: int = 3) -> float:
-    """Measured GFLOP/s of a 3×3 conv channels→channels on 1×channels×size×size (2 FLOPs per MAC)."""
+def conv_throughput_gflops(
+    channels: int = 64, size: int = 256, repeats: int = 3, layout: str = "nchw", dtype: str = "fp32"
+) -> float:
+    """Measured GFLOP/s of a 3×3 conv channels→channels on 1×channels×size×size (2 FLOPs per MAC).
+
+    ``layout``: ``nchw`` or ``channels_last``; ``dtype``: ``fp32``, ``bf16-autocast`` (fp32 weights and input
+    under CPU bf16 autocast, as ``--precision bf16`` runs) or ``bf16`` (weights and input stored in bf16)."""
     conv = torch.nn.Conv2d(channels, channels, 3, padding=1)
     x = torch.randn(1, channels, size, size)
-    with torch.no_grad():
+    if layout == "channels_last":
+        conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    if dtype == "bf16":
+        conv, x = conv.to(torch.bfloat16), x.to(torch.bfloat16)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16-autocast")
+    with torch.no_grad(), autocast:
         seconds = time_call(lambda: conv(x), repeats=repeats)
     flops = 2 * channels * channels * 9 * size * size
     return flops / seconds / 1e9

@@ -2,6 +2,7 @@
 optimiser, data synthesis, for one bundled recipe's batch. Shares are what to read on a shared CPU.
 
     python -m benchmarks.profile_train_step [--model lolisrflow-x2-tiny] [--patch 96] [--batch 8] [--amp bf16]
+        [--channels-last]
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--amp", choices=("bf16", "none"), default="bf16")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--channels-last", action="store_true", help="model weights in channels_last memory")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model = build_model(get_config(args.model))
@@ -62,6 +64,8 @@ def main() -> None:
     batch = default_collate(items)
     batch.pop("name")
     model.initialize(batch)
+    if args.channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     step(model, batch, opt, args.amp == "bf16")  # warm-up
     runs = [step(model, batch, opt, args.amp == "bf16") for _ in range(3)]
@@ -69,7 +73,8 @@ def main() -> None:
     parts["data synthesis (batch)"] = synthesis
     total = sum(parts.values())
     print(
-        f"{args.model}, patch {args.patch}, batch {args.batch}, {args.amp}, {args.threads} thread(s): {total:.2f} s"
+        f"{args.model}, patch {args.patch}, batch {args.batch}, {args.amp}, {args.threads} thread(s)"
+        f"{', channels_last' if args.channels_last else ''}: {total:.2f} s"
     )
     for name, sec in parts.items():
         print(f"| {name} | {sec * 1000:.0f} ms | {100 * sec / total:.0f} % |")

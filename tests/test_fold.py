@@ -88,3 +88,25 @@ def test_api_compile_keeps_the_output():
     plain = nightflow.load("lolisrflow-x1").restore(img)
     compiled = nightflow.load("lolisrflow-x1").compile(backend="eager")  # the real inductor takes minutes
     assert np.array_equal(compiled.restore(img), plain)
+
+
+@pytest.mark.parametrize("name, expected", [("uptflow", True), ("ssflow", True), ("lolisrflow-x2", False)])
+def test_the_cpu_twin_is_channels_last_exactly_where_measured_faster_and_restores_the_same(
+    name, expected, monkeypatch
+):
+    m = nightflow.load(name)
+    if not expected:  # an encoder not measured faster in channels_last keeps the NCHW layout
+        monkeypatch.setattr(type(m.restorer.encoder), "channels_last_inference", False)
+    twin = m.inference_restorer
+    conv = next(
+        mod for mod in twin.modules() if isinstance(mod, torch.nn.Conv2d) and mod.kernel_size == (3, 3)
+    )
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) is expected
+    assert twin.channels_last_inference is expected
+    lq = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2)) * 0.25
+    with torch.inference_mode():
+        ctx = m.restorer.context(lq)
+        ref = m.restorer.eval().restore(lq, context=ctx)
+        out = twin.restore(lq, context=ctx)
+    assert out.is_contiguous() or out.is_contiguous(memory_format=torch.channels_last)
+    assert (out - ref).abs().max().item() < 1e-5  # folding + memory layout: float32 rounding only

@@ -87,15 +87,19 @@ def test_every_flow_layer_inverts_its_own_output_to_fp32_rounding_under_autocast
     assert checked > 20
 
 
-def test_auto_uses_bf16_only_with_native_units_and_a_model_measured_safe(monkeypatch):
+def test_auto_uses_bf16_only_with_amx_and_a_model_measured_safe(monkeypatch):
     flow = nightflow.load("lolisrflow-x2").restorer
     ssflow = nightflow.load("ssflow").restorer
     classical = get_baseline("gamma+bicubic", scale=2)
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert not precision.native_bf16("cpu")
+    assert not precision.fast_bf16("cpu")
     assert precision.resolve("auto", flow, torch.device("cpu")) == "fp32"
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512_bf16"}))
-    assert precision.native_bf16("cpu")
+    # AVX-512-bf16 without AMX runs bf16 natively but slower than float32 end to end: auto keeps float32
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert not precision.fast_bf16("cpu")
+    assert precision.resolve("auto", flow, torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
+    assert precision.fast_bf16("cpu")
     assert precision.resolve("auto", flow, torch.device("cpu")) == "bf16"
     assert precision.resolve("auto", ssflow, torch.device("cpu")) == "fp32"
     assert precision.resolve("auto", classical, torch.device("cpu")) == "fp32"

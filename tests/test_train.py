@@ -354,9 +354,16 @@ def test_batch_size_must_split_over_ranks_and_fit_the_dataset(tmp_path):
         make_trainer(tmp_path / "a", tiny_cfg(batch_size=16))
 
 
-def test_bf16_amp_runs_on_cpu_and_fp16_falls_back_to_float32(tmp_path, capsys):
+def test_bf16_amp_runs_on_cpu_and_fp16_falls_back_to_float32(tmp_path, capsys, monkeypatch):
+    from nightflow import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))  # no AMX
     trainer = make_trainer(tmp_path / "bf16", tiny_cfg(amp="bf16", max_steps=1))
-    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None  # as asked, with a note
+    assert "without AMX" in capsys.readouterr().err
+    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16"}))
+    trainer = make_trainer(tmp_path / "bf16-amx", tiny_cfg(amp="bf16", max_steps=1))
+    assert trainer.amp_dtype == torch.bfloat16 and "AMX" not in capsys.readouterr().err
     assert math.isfinite(trainer.fit()["losses"]["total"])
     trainer = make_trainer(tmp_path / "fp16", tiny_cfg(amp="fp16", max_steps=1))
     assert trainer.amp_dtype is None and trainer.scaler is None

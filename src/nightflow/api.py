@@ -50,6 +50,16 @@ __all__ = [
 ]
 
 
+def prefers_channels_last(restorer: torch.nn.Module) -> bool:
+    """Whether ``restorer`` is a flow on the CPU whose encoder was measured faster in channels_last memory."""
+    from .models.restorer import FlowRestorer
+
+    if not isinstance(restorer, FlowRestorer):
+        return False
+    param = next(restorer.parameters(), None)
+    return param is not None and param.device.type == "cpu" and restorer.channels_last_inference
+
+
 class Model:
     """A restorer ready for use on images: ``restore``, ``sample``, ``uncertainty``; ``.restorer`` for research.
 
@@ -94,12 +104,19 @@ class Model:
         copy of :attr:`restorer` with ActNorm folded into the neighbouring convolutions (:mod:`nightflow.flow.fold`:
         the same output to float32 rounding, a few per cent faster), in eval mode. It is rebuilt whenever the
         restorer's parameters, device or dtype change, so :attr:`restorer` itself stays trainable; a restorer with
-        nothing to fold (baselines, ONNX) is used as it is."""
+        nothing to fold (baselines, ONNX) is used as it is.
+
+        On the CPU, a flow whose encoder was measured faster in channels_last memory
+        (``FlowRestorer.channels_last_inference``: LoLiSRFlow 1.05-1.25×, LLFlow 1.27×, UPT-Flow 2.0×, SSFlow
+        1.4×: ``docs/performance.md``) runs its twin in channels_last; the output is the same to float32 rounding
+        (``tests/test_fold.py``)."""
         from .flow.fold import foldable, folded
 
         key = tuple((p._version, p.data_ptr(), p.dtype) for p in self.restorer.parameters())
         if self._folded is None or self._folded[0] != key:
             twin = folded(self.restorer) if foldable(self.restorer) else self.restorer
+            if twin is not self.restorer and prefers_channels_last(twin):
+                twin = twin.to(memory_format=torch.channels_last)
             self._folded = (key, twin)
         return self._folded[1]
 

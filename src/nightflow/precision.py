@@ -1,9 +1,11 @@
 """Inference precision: float32 everywhere, or bf16 autocast for the encoder and the coupling subnets.
 
-Why bf16 only where it is native: the convolutions of the encoder and of the coupling/injector subnets are most of
-the work, and on CPUs with AMX or AVX-512-bf16 (and on CUDA) bf16 runs them several times faster. Without those
-units PyTorch emulates bf16 and the same model runs about 75× *slower* (measured on an AVX2-only EPYC:
-``docs/performance.md``), so ``auto`` reads the CPU's flags and uses bf16 only where it is native.
+Why bf16 only where it is fast: the convolutions of the encoder and of the coupling/injector subnets are most of
+the work, and on CPUs with AMX tiles (and on CUDA) bf16 runs them several times faster. AVX-512-bf16 alone is not
+enough: oneDNN then runs bf16 convolutions through ``avx512_core_bf16`` kernels at about the float32 rate, and the
+autocast casts make the bundled ×2 0.7-0.8× as fast as float32 (measured on a Xeon whose VM exposes avx512_bf16 but
+not AMX: ``docs/performance.md``). Without any bf16 units PyTorch emulates bf16 and the same model runs about 75×
+*slower* (AVX2-only EPYC). So ``auto`` reads the CPU's flags and uses bf16 only with AMX.
 
 Why the flow stays exact: under autocast the invertible arithmetic is still float32 (the 1×1 convolutions disable
 autocast, the affine maps, ActNorm and log-determinants are element-wise float32 ops that autocast does not
@@ -30,8 +32,9 @@ from .errors import SettingError
 
 PRECISIONS = ("auto", "fp32", "bf16")  # what users may ask for
 RESOLVED = ("fp32", "bf16")  # what inference runs
-# /proc/cpuinfo flags of CPUs that execute bf16 matrix/dot products natively (oneDNN uses them for convolutions)
-NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+# /proc/cpuinfo flags of CPUs on which oneDNN runs bf16 convolutions faster than float32: AMX tiles. avx512_bf16
+# alone runs them natively but no faster than float32 (bench_optimizations: 0.7-0.8x end to end with the casts)
+FAST_BF16_FLAGS = frozenset({"amx_bf16"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -47,13 +50,13 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-def native_bf16(device: torch.device | str) -> bool:
-    """Whether ``device`` runs bf16 convolutions natively (CUDA with bf16 support; CPUs with AMX/AVX-512-bf16)."""
+def fast_bf16(device: torch.device | str) -> bool:
+    """Whether ``device`` runs bf16 convolutions faster than float32 (CUDA with bf16 support; CPUs with AMX)."""
     device = torch.device(device)
     if device.type == "cuda":
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     if device.type == "cpu":
-        return bool(NATIVE_BF16_FLAGS & cpu_flags())
+        return bool(FAST_BF16_FLAGS & cpu_flags())
     return False
 
 
@@ -70,7 +73,7 @@ def resolve(precision: str, restorer: torch.nn.Module, device: torch.device | st
     check_precision(precision)
     if precision != "auto":
         return precision
-    return "bf16" if "bf16" in restorer.precisions and native_bf16(device) else "fp32"
+    return "bf16" if "bf16" in restorer.precisions and fast_bf16(device) else "fp32"
 
 
 @contextlib.contextmanager

@@ -100,6 +100,12 @@ class FlowRestorer(nn.Module):
         the flow's invertible arithmetic is float32 either way (:mod:`nightflow.precision`)."""
         return ("fp32", "bf16") if self.encoder.bf16_inference else ("fp32",)
 
+    @property
+    def channels_last_inference(self) -> bool:
+        """Whether inference on the CPU was measured faster with this model in channels_last memory
+        (``Encoder.channels_last_inference``); :attr:`nightflow.api.Model.inference_restorer` reads it."""
+        return self.encoder.channels_last_inference
+
     # ----- conditioning and prior -------------------------------------------------------------------------------
     @property
     def has_exposure(self) -> bool:
