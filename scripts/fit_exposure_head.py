@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nightflow.data.datasets import SyntheticDataset
+from nightflow.encoders.exposure import exposure_features
 from nightflow.models.checkpoint import load_model, read_metadata
 
 PREFIX = "encoder.exposure_head."
@@ -38,10 +39,12 @@ def scenes(photos: Path, split: str, scale: int, count: int, seed: int) -> tuple
     return torch.stack([it["ctx_thumb"] for it in items]), torch.stack([it["log2_gain"] for it in items])
 
 
-def errors(head: torch.nn.Module, thumbs: torch.Tensor, gains: torch.Tensor) -> dict[str, float]:
-    """Median absolute and RMS error in EV."""
+def errors(
+    head: torch.nn.Module, feats: tuple[torch.Tensor, torch.Tensor], gains: torch.Tensor
+) -> dict[str, float]:
+    """Median absolute and RMS error in EV of the head on precomputed ``exposure_features``."""
     with torch.no_grad():
-        e = head(thumbs).float() - gains
+        e = head.from_features(*feats).float() - gains
     return {
         "median_abs_ev": round(float(e.abs().median()), 4),
         "rms_ev": round(float(e.pow(2).mean().sqrt()), 4),
@@ -83,15 +86,17 @@ def main(argv: list[str] | None = None) -> int:
         if args.cache is not None:
             torch.save(data, args.cache)
     (train_t, train_g), (val_t, val_g) = data["train"], data["val"]
-    before = errors(head, val_t, val_g)
+    with torch.no_grad():  # the features hold no parameters: computed once, not at every step
+        train_f, val_f = exposure_features(train_t), exposure_features(val_t)
+    before = errors(head, val_f, val_g)
     opt = torch.optim.Adam(head.parameters(), lr=args.lr, weight_decay=1e-4)
     for _ in range(args.steps):
         idx = torch.randint(0, len(train_t), (256,))
-        loss = (head(train_t[idx]) - train_g[idx]).pow(2).mean()
+        loss = (head.from_features(train_f[0][idx], train_f[1][idx]) - train_g[idx]).pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    after = errors(head, val_t, val_g)
+    after = errors(head, val_f, val_g)
     print(f"{args.weights.name}: validation scenes, before {before}, after {after}")
     if after["median_abs_ev"] > before["median_abs_ev"]:
         print("the fitted head is worse on the validation scenes: weights left unchanged")

@@ -50,6 +50,15 @@ def _exposure_line(fit: dict | None) -> str:
     )
 
 
+def _precision(amp: str | None) -> str:
+    """How the run computed: the recipe's ``train.amp`` (or a note for runs made of segments)."""
+    return {
+        "bf16": "bf16 autocast on the CPU, flow arithmetic in float32",
+        "none": "float32 throughout",
+        None: "float32 throughout",
+    }.get(amp, str(amp))
+
+
 def card(path: Path, results: dict) -> str:
     cfg = load_config(path)
     meta = read_metadata(path)
@@ -67,8 +76,8 @@ def card(path: Path, results: dict) -> str:
   Poisson–Gaussian noise, blur and decimation in linear light) from the {_train_photo_count()} training photos of
   `scripts/photo_split.json` (Debian mate/plasma wallpapers and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
-  scene's thumbnail and oracle exposure as its context (`docs/design.md`). bf16 autocast on the CPU, flow
-  arithmetic in float32. Nothing else: these weights have seen a few dozen photos and no real low-light capture.
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`). {_precision(facts.get("amp"))}.
+  Nothing else: these weights have seen a few dozen photos and no real low-light capture.
 - Exposure head: {_exposure_line(fit)}
 - Recipe: `{facts.get("recipe", f"nightflow train {cfg.name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val")}`
 - Iterations: {steps} (checkpoint `{facts.get("checkpoint", "?")}`, EMA weights, decay 0.995), wall time

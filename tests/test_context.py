@@ -174,3 +174,15 @@ def test_loss_trains_the_exposure_head_on_the_oracle_gain():
     head = model.encoder.exposure_head
     assert head.mlp[-1].weight.grad is not None and float(head.mlp[-1].weight.grad.abs().sum()) > 0
     assert head.log2_level.grad is not None
+
+
+def test_exposure_head_from_precomputed_features_is_its_forward():
+    from nightflow.encoders.exposure import ExposureHead, exposure_features
+
+    head = ExposureHead()
+    with torch.no_grad():
+        head.mlp[-1].weight.normal_(generator=torch.Generator().manual_seed(0))  # a non-zero correction
+    thumbs = torch.rand(4, 3, 48, 48, generator=torch.Generator().manual_seed(1)) * 0.1
+    with torch.no_grad():
+        assert torch.equal(head.from_features(*exposure_features(thumbs)), head(thumbs))
+        assert not torch.equal(head(thumbs), head(thumbs * 0.5))  # the estimate does depend on the thumbnail

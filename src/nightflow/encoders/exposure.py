@@ -64,7 +64,11 @@ class ExposureHead(nn.Module):
         nn.init.zeros_(self.mlp[-1].bias)
 
     def forward(self, thumb: Tensor) -> Tensor:
-        feats, log_mean = exposure_features(thumb)
-        with torch.autocast(device_type=thumb.device.type, enabled=False):
+        return self.from_features(*exposure_features(thumb))
+
+    def from_features(self, feats: Tensor, log_mean: Tensor) -> Tensor:
+        """The estimate from :func:`exposure_features` computed beforehand (they hold no parameters, so a fit
+        of the head alone computes them once: ``scripts/fit_exposure_head.py``)."""
+        with torch.autocast(device_type=feats.device.type, enabled=False):
             corr = self.mlp(feats.float()).squeeze(1)
         return self.log2_level - log_mean + corr
