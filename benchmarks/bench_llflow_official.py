@@ -203,7 +203,7 @@ def run(quick: bool = False, rounds: int | None = None, threads: int | None = No
         "params_used": count_free_params(model),
     }
 
-    fast_cl = folded(nightflow_model()).to(memory_format=torch.channels_last)
+    fast_cl = folded(model).to(memory_format=torch.channels_last)
     lq_cl = lq.contiguous(memory_format=torch.channels_last)
     contenders["nightflow llflow-small, folded + channels_last"] = {
         "fn": lambda: fast_cl.restore(lq_cl),

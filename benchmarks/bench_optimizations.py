@@ -14,6 +14,7 @@ shared, so absolute times are indicative only.
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -45,7 +46,7 @@ def _contenders(quick: bool) -> dict:
         )
 
     cl = nightflow.load(MODEL).restorer.eval().to(memory_format=torch.channels_last)
-    folded_cl = folded(nightflow.load(MODEL).restorer.eval()).to(memory_format=torch.channels_last)
+    folded_cl = folded(base).to(memory_format=torch.channels_last)
     lq_cl = lq.contiguous(memory_format=torch.channels_last)
     rows = {
         "fp32 (reference)": call(base),
@@ -76,10 +77,13 @@ LAYOUT_MODELS = {
 }
 
 
-def layout_rows(rounds: int) -> list[dict]:
+LAYOUT_ROUNDS = 10  # single rounds of the small LoLiSRFlow models vary by ±15 % on a shared machine
+
+
+def layout_rows(rounds: int = LAYOUT_ROUNDS) -> list[dict]:
     """Every bundled flow, folded, NCHW vs channels_last (the choice ``Encoder.channels_last_inference`` records
-    and ``Model.inference_restorer`` applies on the CPU): best of interleaved rounds, LR inputs of
-    :data:`LAYOUT_MODELS` px."""
+    and ``Model.inference_restorer`` applies on the CPU): ``rounds`` interleaved A/B rounds (the order alternates),
+    median time of each, LR inputs of :data:`LAYOUT_MODELS` px."""
     import nightflow
     from nightflow import inference
     from nightflow.flow.fold import folded
@@ -87,18 +91,20 @@ def layout_rows(rounds: int) -> list[dict]:
     rows = []
     for name, size in LAYOUT_MODELS.items():
         plain = folded(nightflow.load(name).restorer)
-        nhwc = folded(nightflow.load(name).restorer).to(memory_format=torch.channels_last)
+        nhwc = folded(plain).to(memory_format=torch.channels_last)
         lq = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(0)) * 0.25
         with torch.inference_mode():
             ctx = plain.context(lq)
             fns = {m: (lambda m=m, x=lq, c=ctx: inference.restore(m, x, context=c)) for m in (plain, nhwc)}
-            best = {m: float("inf") for m in fns}
+            times = {m: [] for m in fns}
             outs = {m: fn() for m, fn in fns.items()}
-            for _ in range(rounds):
-                for m, fn in fns.items():
+            order = list(fns)
+            for r in range(rounds):
+                for m in order if r % 2 == 0 else order[::-1]:
                     start = time.perf_counter()
-                    fn()
-                    best[m] = min(best[m], time.perf_counter() - start)
+                    fns[m]()
+                    times[m].append(time.perf_counter() - start)
+        best = {m: statistics.median(t) for m, t in times.items()}
         out_mp = (size * plain.scale) ** 2 / 1e6
         rows.append(
             {
@@ -128,7 +134,7 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
                 start = time.perf_counter()
                 fn()
                 best[name] = min(best[name], time.perf_counter() - start)
-    layouts = layout_rows(rounds)
+    layouts = layout_rows(2 if quick else LAYOUT_ROUNDS)
     conv_rates = [
         {
             "conv 3×3 64→64, 1×64×256²": f"{dtype}, {layout}",

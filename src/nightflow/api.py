@@ -107,8 +107,8 @@ class Model:
         nothing to fold (baselines, ONNX) is used as it is.
 
         On the CPU, a flow whose encoder was measured faster in channels_last memory
-        (``FlowRestorer.channels_last_inference``: LoLiSRFlow 1.00-1.25×, LLFlow 1.27×, UPT-Flow 2.2×, SSFlow
-        1.4×: ``docs/performance.md``) runs its twin in channels_last; the output is the same to float32 rounding
+        (``FlowRestorer.channels_last_inference``: LoLiSRFlow 1.02-1.18×, LLFlow 1.27×, UPT-Flow 2.4×, SSFlow
+        1.5×: ``docs/performance.md``) runs its twin in channels_last; the output is the same to float32 rounding
         (``tests/test_fold.py``)."""
         from .flow.fold import foldable, folded
 

@@ -115,7 +115,7 @@ class MPCTEncoder(Encoder):
 
     # bundled x1/x2/x4 under bf16 autocast: at most 0.81/255 from float32 (pytest -s tests/test_precision.py)
     bf16_inference = True
-    # bundled x1/x2/x4 on the CPU in channels_last: 1.25x / 1.09x / 1.05x (10 interleaved rounds; docs/performance.md)
+    # bundled x1/x2/x4 on the CPU in channels_last: 1.18x / 1.10x / 1.02x (bench_optimizations layout_rows)
     channels_last_inference = True
 
     def __init__(self, cfg: MPCTConfig, scale: int, levels: int) -> None:

@@ -104,7 +104,7 @@ class OAttUNetEncoder(Encoder):
     supported_scales = (1,)
     input_multiple = 8
     grid_multiple = 8  # three stride-2 blur-pools: features are shift-consistent on an 8 px grid
-    # bundled ssflow-tiny on the CPU: 1.36-1.39x faster in channels_last (python -m benchmarks.bench_optimizations)
+    # bundled ssflow-tiny on the CPU: 1.47x faster in channels_last (bench_optimizations layout_rows)
     channels_last_inference = True
 
     def __init__(self, cfg: OAttUNetConfig, scale: int, levels: int) -> None:

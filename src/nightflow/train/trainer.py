@@ -220,7 +220,8 @@ class Trainer:
             if not fast_bf16(self.device):
                 message(
                     "train.amp=bf16 on a CPU without AMX: bf16 runs here at best at the float32 rate (a "
-                    "lolisrflow-x2-tiny step measured 1.1x slower); train.amp=none trains faster",
+                    "lolisrflow-x2-tiny step measured 1.16x slower: benchmarks/profile_train_step.py); "
+                    "train.amp=none trains faster",
                     self.ctx.is_main,
                 )
             return torch.bfloat16  # AMX CPUs: convolutions several times faster
