@@ -20,6 +20,8 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from nightflow.data.io import list_images
+from nightflow.data.layouts import split_dir
 from nightflow.models.checkpoint import read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, _resolve_checkpoint
 
@@ -37,6 +39,16 @@ def training_facts(run_dir: Path, step: int | None) -> dict:
         },
         "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
     }
+
+
+def training_photo_count(run_cfg: dict) -> int | None:
+    """How many photos the run's synthetic data drew from (its data.root, as seen from here), for the card;
+    None for other data formats or when the folder is not here."""
+    data = run_cfg.get("data", {})
+    root = Path(str(data.get("root", "")))
+    if data.get("format") != "synthetic" or not str(data.get("root", "")) or not root.is_dir():
+        return None
+    return len(list_images(split_dir(root, str(data.get("split", "train")), None), recursive=True))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
     facts["amp"] = run_cfg.get("train", {}).get("amp")
+    photos = training_photo_count(run_cfg)
+    if photos is not None:
+        facts["train_photos"] = photos
     if args.recipe:
         facts["recipe"] = args.recipe
     meta["nightflow_training"] = json.dumps(facts)

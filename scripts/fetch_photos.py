@@ -32,7 +32,12 @@ sys.path.insert(0, str(ROOT / "src"))
 from nightflow.data import degrade as deg  # noqa: E402
 from nightflow.data.io import read_image, to_tensor, write_image  # noqa: E402
 
-DEBIAN_SOURCES = ("mate-backgrounds", "plasma-workspace-wallpapers")
+DEBIAN_SOURCES = (
+    "mate-backgrounds",
+    "plasma-workspace-wallpapers",
+    "lomiri-wallpapers-16.04",
+    "lomiri-wallpapers-20.04",
+)
 
 
 def load_split(path: Path) -> list[dict]:
@@ -101,7 +106,25 @@ def _credit(photo: dict, root: Path | None) -> dict:
             info["author"] = ", ".join(a.get("Name", "") for a in meta.get("Authors", []))
     elif photo["source"] == "mate-backgrounds":
         info["license"] = "GPL-2+"
+    elif photo["source"].startswith("lomiri-wallpapers") and root is not None:
+        copyright_file = root / "usr/share/doc" / photo["source"] / "copyright"
+        if copyright_file.is_file():
+            info.update(debian_file_credit(copyright_file.read_text(), Path(photo["path"]).name))
     return info
+
+
+def debian_file_credit(copyright_text: str, filename: str) -> dict:
+    """Author and licence of ``filename`` from a machine-readable Debian copyright file (its ``Files:`` stanza
+    that names the file, with or without a folder), or {} when no stanza names it."""
+    for stanza in copyright_text.split("\n\n"):
+        fields: dict[str, str] = {}
+        for line in stanza.splitlines():
+            key, sep, value = line.partition(":")
+            if sep and not line.startswith(" "):
+                fields[key.strip()] = value.strip()
+        if any(Path(f).name == filename for f in fields.get("Files", "").split()):
+            return {"author": fields.get("Copyright", ""), "license": fields.get("License", "")}
+    return {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,6 +24,24 @@ def _train_photo_count() -> int:
     return sum(p["split"] == "train" for p in json.loads(SPLIT.read_text())["photos"])
 
 
+def _photos_phrase(used: int | str) -> str:
+    """Which training photos a run drew from: a count from bundle_weights.py, or a sentence where a model's
+    training went through segments on different photo sets."""
+    if isinstance(used, str):
+        return used
+    total = _train_photo_count()
+    if used == total:
+        return f"the {total} training photos"
+    return f"{used} of today's {total} training photos (the photos added later were not in its run)"
+
+
+# cards this template cannot describe, kept as they are
+HANDWRITTEN = {"ssflow-tiny": "self-supervised training, with its own losses and scores"}
+
+# weights bundled before bundle_weights.py recorded the count were trained on the first 24 training photos
+FIRST_TRAIN_PHOTOS = 24
+
+
 def _scores(results: dict, scale: int, name: str) -> list[str]:
     """The suite's rows for the bundled model ``name`` (its spec, with {scale} filled in, resolves to it)."""
     lines = []
@@ -41,12 +59,20 @@ def _scores(results: dict, scale: int, name: str) -> list[str]:
 def _exposure_line(fit: dict | None) -> str:
     if not fit:
         return "trained jointly with the model (squared EV error against the oracle gain, weight 0.1)."
+    photos = f"{fit['photos']} training photos" if "photos" in fit else "training photos"
+    cv = fit.get("cross_validation")
+    cv_note = (
+        f" A {cv['folds']}-fold cross-validation that held whole training photos out gave "
+        f"{cv['median_abs_ev']} EV median, {cv['rms_ev']} RMS."
+        if cv
+        else ""
+    )
     return (
-        f"trained jointly, then refitted alone on {fit['scenes']} synthetic scenes of the training photos "
+        f"trained jointly, then refitted alone on {fit['scenes']} synthetic scenes of the {photos} "
         f"({fit['steps']} Adam steps, `scripts/fit_exposure_head.py`); on {fit['validation_scenes']} scenes of "
         f"the validation photos its error went from {fit['before']['median_abs_ev']} to "
         f"{fit['after']['median_abs_ev']} EV (median |error|), RMS {fit['before']['rms_ev']} → "
-        f"{fit['after']['rms_ev']} EV."
+        f"{fit['after']['rms_ev']} EV.{cv_note}"
     )
 
 
@@ -73,8 +99,8 @@ def card(path: Path, results: dict) -> str:
 
 ## Training
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,
-  Poisson–Gaussian noise, blur and decimation in linear light) from the {_train_photo_count()} training photos of
-  `scripts/photo_split.json` (Debian mate/plasma wallpapers and scikit-image photos, fetched by `make photos`);
+  Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts.get("train_photos", FIRST_TRAIN_PHOTOS))} of
+  `scripts/photo_split.json` (Debian wallpaper packages and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
   scene's thumbnail and oracle exposure as its context (`docs/design.md`). {_precision(facts.get("amp"))}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
@@ -104,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     results = json.loads(Path(argv[0]).read_text())
     for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
         out = path.with_suffix(".md")
+        if path.stem in HANDWRITTEN:
+            print(f"kept {out} (written by hand: {HANDWRITTEN[path.stem]})")
+            continue
         out.write_text(card(path, results))
         print(f"wrote {out}")
     return 0

@@ -186,3 +186,39 @@ def test_exposure_head_from_precomputed_features_is_its_forward():
     with torch.no_grad():
         assert torch.equal(head.from_features(*exposure_features(thumbs)), head(thumbs))
         assert not torch.equal(head(thumbs), head(thumbs * 0.5))  # the estimate does depend on the thumbnail
+
+
+def _fit_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "fit_exposure_head.py"
+    spec = importlib.util.spec_from_file_location("fit_exposure_head", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_exposure_refit_cross_validation_holds_whole_photos_out():
+    """Each photo has its own brightness offset, readable only from a one-hot 'which photo' feature: a fit that
+    saw the photo learns it, one that held the photo out cannot. So the in-sample error must be far below the
+    cross-validated one, and the fit must beat the plain auto-gain start."""
+    from nightflow.encoders.exposure import ExposureHead
+
+    fit_script = _fit_module()
+    g = torch.Generator().manual_seed(0)
+    photos, per_photo = 12, 20
+    photo = torch.arange(photos).repeat_interleave(per_photo)
+    offset = torch.randn(photos, generator=g) * 1.5
+    feats = torch.zeros(photos * per_photo, ExposureHead.n_features)
+    feats[torch.arange(len(photo)), photo] = 1.0  # the histogram slots carry the photo's identity here
+    log_mean = torch.randn(len(photo), generator=g) * 2 - 6
+    head = ExposureHead()
+    gains = head.log2_level.detach() - log_mean + offset[photo]
+    before = fit_script.errors(head, (feats, log_mean), gains)
+    fitted = fit_script.fit(head, (feats, log_mean), gains, steps=400, lr=1e-2)
+    after = fit_script.errors(fitted, (feats, log_mean), gains)
+    cv = fit_script.cross_validate(head, (feats, log_mean), gains, photo, folds=4, steps=400, lr=1e-2)
+    assert after["rms_ev"] < 0.2 * before["rms_ev"]
+    assert cv["rms_ev"] > 0.7 * before["rms_ev"]  # held-out photos: their offsets are unknowable
+    assert torch.equal(head.mlp[-1].weight, torch.zeros_like(head.mlp[-1].weight))  # fit() works on a copy

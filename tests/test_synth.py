@@ -175,11 +175,34 @@ def test_committed_photo_split_is_valid():
     by_source = {}
     for p in photos:
         by_source.setdefault(p["source"], []).append(p)
-    assert set(by_source) == {"mate-backgrounds", "plasma-workspace-wallpapers", "scikit-image"}
+    assert set(by_source) == {
+        "mate-backgrounds",
+        "plasma-workspace-wallpapers",
+        "lomiri-wallpapers-16.04",
+        "lomiri-wallpapers-20.04",
+        "scikit-image",
+    }
     assert len(by_source["mate-backgrounds"]) == 12 and len(by_source["plasma-workspace-wallpapers"]) == 11
+    # the lomiri photos were added later, to train only, so the validation pairs of the suites stay the same
+    assert {
+        p["split"] for p in by_source["lomiri-wallpapers-16.04"] + by_source["lomiri-wallpapers-20.04"]
+    } == {"train"}
     assert all(2 <= p["factor"] <= 4 for p in photos if p["source"] != "scikit-image")
     motorcycles = {p["split"] for p in photos if "motorcycle" in p["name"]}
     assert motorcycles == {"train"}  # a stereo pair of one scene must not straddle the split
+
+
+def test_fetch_reads_author_and_licence_from_a_debian_copyright_file():
+    fetch = _fetch_module()
+    text = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: warty.png\nCopyright: 2004, Someone\nLicense: CC-BY-SA-3.0\n\n"
+        "Files: 16.04/seeding_by_C.jpg\nCopyright: C, 2018\nLicense: CC0-1.0\n\n"
+        "License: CC0-1.0\n Long licence text: with a colon\n"
+    )
+    assert fetch.debian_file_credit(text, "seeding_by_C.jpg") == {"author": "C, 2018", "license": "CC0-1.0"}
+    assert fetch.debian_file_credit(text, "warty.png")["license"] == "CC-BY-SA-3.0"
+    assert fetch.debian_file_credit(text, "missing.jpg") == {}
 
 
 def test_fetch_downscaling_is_area_in_linear_light():

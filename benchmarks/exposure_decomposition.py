@@ -1,0 +1,97 @@
+"""How much of a model's PSNR gap is exposure? Each pair of the synthetic suite, restored at the exposure head's
+estimate and at the target's (oracle) exposure, with the flow unchanged.
+
+Why: the suite's ``_gtmean`` columns rescale the *output*, which also undoes what the flow did with a wrong
+input gain (clipped highlights, the denoising strength it chose for that brightness). Restoring again with
+``exposure = oracle − estimate`` (the API's ``exposure`` shift) asks the question a user with a perfect
+``--exposure`` would: what this flow scores when only the estimate is fixed. The per-pair head error (EV, signed:
+> 0 is too bright) shows whether the misses are a bias or scatter.
+
+    python -m benchmarks.exposure_decomposition lolisrflow-x2 lolisrflow-x4 uptflow-tiny
+    python -m benchmarks.exposure_decomposition runs/my-run --photos data/photos
+
+The pairs are those of benchmarks/suites/synthetic.yaml (validation photos, seed 0, 10 pairs of 384 px centre
+crops at the model's scale). Writes results/exposure_decomposition.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+import nightflow
+from nightflow import inference
+from nightflow.context import oracle_log2_gain, thumbnail
+from nightflow.data.datasets import SyntheticDataset
+from nightflow.metrics.psnr import psnr
+
+from .common import ROOT, save
+
+
+def suite_pairs(photos: Path, scale: int) -> SyntheticDataset:
+    """The synthetic suite's dataset at ``scale`` (the settings of benchmarks/suites/synthetic.yaml)."""
+    return SyntheticDataset(
+        photos, split="val", scale=scale, patch_size=384, length=10, seed=0, train=False, augment=False
+    )
+
+
+def decompose(spec: str, photos: Path) -> dict:
+    """Per-pair head error and PSNR at the estimated and at the oracle exposure, with their means."""
+    model = nightflow.load(spec)
+    restorer = model.inference_restorer
+    head = getattr(getattr(model.restorer, "encoder", None), "exposure_head", None)
+    if head is None:
+        raise SystemExit(f"{spec}: this model has no exposure head")
+    pairs = []
+    for item in suite_pairs(photos, model.scale):
+        lq, hq = item["lq"].unsqueeze(0), item["hq"].unsqueeze(0)
+        with torch.no_grad():
+            estimate = float(head(thumbnail(lq)).float())
+            oracle = float(oracle_log2_gain(lq, hq))
+            at_estimate = inference.restore(restorer, lq, tile=0)
+            at_oracle = inference.restore(restorer, lq, tile=0, exposure=oracle - estimate)
+        pairs.append(
+            {
+                "name": item["name"],
+                "head_error_ev": round(estimate - oracle, 3),
+                "psnr": round(float(psnr(at_estimate, hq)), 3),
+                "psnr_oracle_exposure": round(float(psnr(at_oracle, hq)), 3),
+            }
+        )
+    return {
+        "spec": spec,
+        "pairs": pairs,
+        "mean_abs_head_error_ev": round(statistics.fmean(abs(p["head_error_ev"]) for p in pairs), 3),
+        "mean_head_error_ev": round(statistics.fmean(p["head_error_ev"] for p in pairs), 3),
+        "psnr": round(statistics.fmean(p["psnr"] for p in pairs), 2),
+        "psnr_oracle_exposure": round(statistics.fmean(p["psnr_oracle_exposure"] for p in pairs), 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("models", nargs="+", help="zoo names, weights files or run folders")
+    parser.add_argument("--photos", type=Path, default=ROOT / "data" / "photos")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    rows = []
+    for spec in args.models:
+        row = decompose(spec, args.photos)
+        rows.append(row)
+        print(
+            f"{spec}: PSNR {row['psnr']:.2f} at the head's exposure, {row['psnr_oracle_exposure']:.2f} at the "
+            f"target's; head error mean {row['mean_head_error_ev']:+.2f} EV, mean |error| "
+            f"{row['mean_abs_head_error_ev']:.2f} EV"
+        )
+    save("exposure_decomposition", {"models": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
