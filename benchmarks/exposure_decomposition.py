@@ -8,10 +8,10 @@ input gain (clipped highlights, the denoising strength it chose for that brightn
 > 0 is too bright) shows whether the misses are a bias or scatter.
 
     python -m benchmarks.exposure_decomposition lolisrflow-x2 lolisrflow-x4 uptflow-tiny
-    python -m benchmarks.exposure_decomposition runs/my-run --photos data/photos
+    python -m benchmarks.exposure_decomposition runs/my-run --data-root /elsewhere/data
 
-The pairs are those of benchmarks/suites/synthetic.yaml (validation photos, seed 0, 10 pairs of 384 px centre
-crops at the model's scale). Writes results/exposure_decomposition.json.
+The pairs are the ``x<scale>`` dataset of benchmarks/suites/synthetic.yaml, read from the suite file (validation
+photos, seed 0, 10 pairs of 384 px centre crops). Writes results/exposure_decomposition.json.
 """
 
 from __future__ import annotations
@@ -26,20 +26,26 @@ import torch
 import nightflow
 from nightflow import inference
 from nightflow.context import oracle_log2_gain, thumbnail
-from nightflow.data.datasets import SyntheticDataset
+from nightflow.data.datasets import build_dataset
+from nightflow.evaluation.suite import data_config, data_root, load_suite
 from nightflow.metrics.psnr import psnr
 
 from .common import ROOT, save
 
-
-def suite_pairs(photos: Path, scale: int) -> SyntheticDataset:
-    """The synthetic suite's dataset at ``scale`` (the settings of benchmarks/suites/synthetic.yaml)."""
-    return SyntheticDataset(
-        photos, split="val", scale=scale, patch_size=384, length=10, seed=0, train=False, augment=False
-    )
+SUITE = ROOT / "benchmarks" / "suites" / "synthetic.yaml"
 
 
-def decompose(spec: str, photos: Path) -> dict:
+def suite_pairs(scale: int, root_override: Path | None) -> object:
+    """The synthetic suite's dataset at ``scale``, built from the suite file as ``nightflow benchmark`` does."""
+    suite = load_suite(SUITE)
+    root = data_root(suite, SUITE, root_override)
+    for index, entry in enumerate(suite.datasets):
+        if entry.label == f"x{scale}":
+            return build_dataset(data_config(entry, index, root), train=False)
+    raise SystemExit(f"{SUITE} has no x{scale} dataset")
+
+
+def decompose(spec: str, root_override: Path | None) -> dict:
     """Per-pair head error and PSNR at the estimated and at the oracle exposure, with their means."""
     model = nightflow.load(spec)
     restorer = model.inference_restorer
@@ -47,7 +53,7 @@ def decompose(spec: str, photos: Path) -> dict:
     if head is None:
         raise SystemExit(f"{spec}: this model has no exposure head")
     pairs = []
-    for item in suite_pairs(photos, model.scale):
+    for item in suite_pairs(model.scale, root_override):
         lq, hq = item["lq"].unsqueeze(0), item["hq"].unsqueeze(0)
         with torch.no_grad():
             estimate = float(head(thumbnail(lq)).float())
@@ -77,12 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("models", nargs="+", help="zoo names, weights files or run folders")
-    parser.add_argument("--photos", type=Path, default=ROOT / "data" / "photos")
+    parser.add_argument("--data-root", type=Path, help="folder that holds photos/ (default: the suite's)")
     args = parser.parse_args(argv)
-    torch.manual_seed(0)
     rows = []
     for spec in args.models:
-        row = decompose(spec, args.photos)
+        row = decompose(spec, args.data_root)
         rows.append(row)
         print(
             f"{spec}: PSNR {row['psnr']:.2f} at the head's exposure, {row['psnr_oracle_exposure']:.2f} at the "

@@ -24,11 +24,8 @@ def _train_photo_count() -> int:
     return sum(p["split"] == "train" for p in json.loads(SPLIT.read_text())["photos"])
 
 
-def _photos_phrase(used: int | str) -> str:
-    """Which training photos a run drew from: a count from bundle_weights.py, or a sentence where a model's
-    training went through segments on different photo sets."""
-    if isinstance(used, str):
-        return used
+def _photos_phrase(used: int) -> str:
+    """Which training photos a run drew from (the count bundle_weights.py recorded)."""
     total = _train_photo_count()
     if used == total:
         return f"the {total} training photos"
