@@ -5,6 +5,12 @@ invertibility (encode and decode use the same rounded weights, computed in float
 (steps, wall time, hardware, recipe) go into the file's metadata for the model card.
 
     python scripts/bundle_weights.py runs/lolisrflow-x2-tiny lolisrflow-x2-tiny
+
+A run that trained on from other weights (``train.init_weights``) is one stage of a longer training: pass
+``--continues WEIGHTS`` (the bundled file it started from, read before it is overwritten) so that the card counts
+every stage's steps, time and photos, not just the last run's:
+
+    python scripts/bundle_weights.py runs/x2-more lolisrflow-x2-tiny --continues src/nightflow/weights/lolisrflow-x2-tiny.safetensors
 """
 
 from __future__ import annotations
@@ -51,6 +57,29 @@ def training_photo_count(run_cfg: dict) -> int | None:
     return len(list_images(split_dir(root, str(data.get("split", "train")), None), recursive=True))
 
 
+def _checkpoint_step(meta: dict[str, str]) -> int | None:
+    """The training step stored in a trainer checkpoint's metadata (None for files without one)."""
+    try:
+        return int(json.loads(meta.get("nightflow", "{}")).get("step"))
+    except (TypeError, ValueError):
+        return int(meta["step"]) if str(meta.get("step", "")).isdigit() else None
+
+
+STAGE_KEYS = ("steps", "wall_time_s", "checkpoint", "recipe", "train_photos", "amp", "patch_size")
+
+
+def chain_facts(base: dict, run: dict) -> dict:
+    """Training facts of weights made by ``base``'s training and then ``run`` on top of it: summed steps and
+    wall time, the last run's losses and hardware, and every stage listed in order under ``stages``."""
+    stages = base.get("stages") or [{k: base[k] for k in STAGE_KEYS if k in base}]
+    stages = [*stages, {k: run[k] for k in STAGE_KEYS if k in run}]
+    facts = dict(run)
+    facts["steps"] = sum(int(s["steps"]) for s in stages)
+    facts["wall_time_s"] = round(sum(float(s.get("wall_time_s", 0.0)) for s in stages), 1)
+    facts["stages"] = stages
+    return facts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -60,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", help="training command to record in the metadata")
     parser.add_argument(
         "--step", type=int, help="use the checkpoint of this step (default: the run's best/latest)"
+    )
+    parser.add_argument(
+        "--continues",
+        type=Path,
+        metavar="WEIGHTS",
+        help="weights file this run was initialised from (train.init_weights); its training facts become the "
+        "earlier stages of these weights' (required for runs with train.init_weights)",
     )
     args = parser.parse_args(argv)
     if args.step is not None:
@@ -75,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         src = _resolve_checkpoint(args.run_dir)
     meta = read_metadata(src)
-    facts = training_facts(args.run_dir, args.step)
+    # the step the chosen checkpoint holds (the best one may be earlier than the run's last logged step)
+    step = args.step if args.step is not None else _checkpoint_step(meta)
+    facts = training_facts(args.run_dir, step)
     facts["checkpoint"] = str(src.relative_to(args.run_dir))
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
@@ -85,6 +123,23 @@ def main(argv: list[str] | None = None) -> int:
         facts["train_photos"] = photos
     if args.recipe:
         facts["recipe"] = args.recipe
+    init = (run_cfg.get("train") or {}).get("init_weights")
+    if init and args.continues is None:
+        print(
+            f"{args.run_dir} was initialised from {init}: pass --continues WEIGHTS (the file it started from) "
+            "so that the card counts the earlier training too",
+            file=sys.stderr,
+        )
+        return 2
+    if args.continues is not None:
+        if not init:
+            print(f"{args.run_dir} has no train.init_weights: it continues nothing", file=sys.stderr)
+            return 2
+        base = json.loads(read_metadata(args.continues).get("nightflow_training", "null") or "null")
+        if not base:
+            print(f"{args.continues}: no training facts (nightflow_training) to continue", file=sys.stderr)
+            return 2
+        facts = chain_facts(base, facts)
     meta["nightflow_training"] = json.dumps(facts)
     tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src)).items()}
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -94,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, dst)
     print(
         f"{src} → {dst} ({dst.stat().st_size / 1e6:.1f} MB), {facts['steps']} steps, {facts['wall_time_s']} s"
+        + (f" in {len(facts['stages'])} stages" if "stages" in facts else "")
     )
     return 0
 

@@ -24,12 +24,18 @@ def _train_photo_count() -> int:
     return sum(p["split"] == "train" for p in json.loads(SPLIT.read_text())["photos"])
 
 
-def _photos_phrase(used: int) -> str:
-    """Which training photos a run drew from (the count bundle_weights.py recorded)."""
+def _photos_phrase(facts: dict) -> str:
+    """Which training photos the weights' runs drew from (the counts bundle_weights.py recorded), stage by stage
+    for weights trained in several runs."""
     total = _train_photo_count()
-    if used == total:
+    stages = facts.get("stages") or [facts]
+    counts = [int(s.get("train_photos", FIRST_TRAIN_PHOTOS)) for s in stages]
+    if all(c == total for c in counts):
         return f"the {total} training photos"
-    return f"{used} of today's {total} training photos (the photos added later were not in its run)"
+    if len(stages) == 1:
+        return f"{counts[0]} of today's {total} training photos (the photos added later were not in its run)"
+    parts = [f"{c} photos for {s['steps']} steps" for c, s in zip(counts, stages)]
+    return f"today's {total} training photos ({', then '.join(parts)})"
 
 
 # cards this template cannot describe, kept as they are
@@ -82,6 +88,31 @@ def _precision(amp: str | None) -> str:
     }.get(amp, str(amp))
 
 
+def _recipe(facts: dict, name: str) -> str:
+    default = (
+        f"nightflow train {name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val"
+    )
+    stages = facts.get("stages")
+    if not stages:
+        return f"`{facts.get('recipe', default)}`"
+    return "; then ".join(f"`{s.get('recipe', default)}` ({s['steps']} steps)" for s in stages)
+
+
+def _checkpoints(facts: dict) -> str:
+    stages = facts.get("stages")
+    if not stages:
+        return f"`{facts.get('checkpoint', '?')}`"
+    return ", then ".join(f"`{s.get('checkpoint', '?')}`" for s in stages)
+
+
+def _stage_precision(facts: dict) -> str:
+    stages = facts.get("stages") or [facts]
+    kinds = [_precision(s.get("amp")) for s in stages]
+    if len(set(kinds)) == 1:
+        return kinds[0]
+    return "; then ".join(f"{k} ({s['steps']} steps)" for k, s in zip(kinds, stages))
+
+
 def card(path: Path, results: dict) -> str:
     cfg = load_config(path)
     meta = read_metadata(path)
@@ -96,14 +127,14 @@ def card(path: Path, results: dict) -> str:
 
 ## Training
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,
-  Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts.get("train_photos", FIRST_TRAIN_PHOTOS))} of
+  Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts)} of
   `scripts/photo_split.json` (Debian wallpaper packages and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
-  scene's thumbnail and oracle exposure as its context (`docs/design.md`). {_precision(facts.get("amp"))}.
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`). {_stage_precision(facts)}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
 - Exposure head: {_exposure_line(fit)}
-- Recipe: `{facts.get("recipe", f"nightflow train {cfg.name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val")}`
-- Iterations: {steps} (checkpoint `{facts.get("checkpoint", "?")}`, EMA weights, decay 0.995), wall time
+- Recipe: {_recipe(facts, cfg.name)}
+- Iterations: {steps} (checkpoint {_checkpoints(facts)}, EMA weights, decay 0.995), wall time
   {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.
 - Final logged losses: {facts.get("final_losses", {})}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -347,6 +348,57 @@ def test_train_config_is_strict_and_validated():
         from_dict(TrainConfig, {"betas": [0.9]}, "train")
     with pytest.raises(ConfigError, match="amp"):
         from_dict(TrainConfig, {"amp": "fp8"}, "train")
+
+
+class TickClock:
+    """A clock that moves one second per reading: one training step then takes exactly one second."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 1.0
+        return self.now
+
+
+def test_time_budget_stops_after_the_budgeted_training_time_then_validates_saves_and_resumes(tmp_path):
+    """train.time_budget_s counts training-step time only, stops mid-schedule, validates and saves like the end of
+    a run, and the spent time survives a resume (a resumed run cannot restart its budget)."""
+    with pytest.raises(ConfigError, match="time_budget_s"):
+        TrainConfig(time_budget_s=0)
+    cfg = tiny_cfg(max_steps=50, time_budget_s=3.5, val_every=100, checkpoint_every=100)
+    trainer = make_trainer(tmp_path / "run", cfg)
+    trainer.clock = TickClock()
+    summary = trainer.fit()
+    assert (
+        summary["stopped_by"] == "time_budget_s" and summary["step"] == 4 and summary["train_seconds"] == 4.0
+    )
+    assert [v["step"] for v in read_log(tmp_path / "run", "val")] == [4]  # validated where it stopped
+    assert CheckpointManager(tmp_path / "run", 5).steps() == [4]
+
+    again = make_trainer(tmp_path / "run", cfg)
+    again.load_checkpoint(again.checkpoints.latest())
+    assert again.train_seconds == 4.0
+    assert again.fit()["steps"] == 0  # the budget is spent: nothing more to do
+
+    more = make_trainer(tmp_path / "run", tiny_cfg(max_steps=50, time_budget_s=6.5, val_every=100))
+    more.load_checkpoint(more.checkpoints.latest())
+    more.clock = TickClock()
+    summary = more.fit()
+    assert summary["step"] == 7 and summary["train_seconds"] == 7.0  # 4 s spent before + 3 steps of 1 s
+
+    unbounded = make_trainer(tmp_path / "plain", tiny_cfg(max_steps=5))
+    unbounded.clock = TickClock()
+    assert unbounded.fit()["stopped_by"] == "max_steps" and unbounded.step == 5
+
+
+def test_time_budget_clock_is_wall_time_or_this_process_cpu_time(tmp_path):
+    """time_budget_clock: cpu counts the process's CPU seconds (time.process_time), which a busy second core
+    inflates far less than the wall clock; anything else is a config error."""
+    assert make_trainer(tmp_path / "w", tiny_cfg()).clock is time.perf_counter
+    assert make_trainer(tmp_path / "c", tiny_cfg(time_budget_clock="cpu")).clock is time.process_time
+    with pytest.raises(ConfigError, match="time_budget_clock"):
+        from_dict(TrainConfig, {"time_budget_clock": "gpu"}, "train")
 
 
 def test_batch_size_must_split_over_ranks_and_fit_the_dataset(tmp_path):

@@ -52,6 +52,13 @@ class TrainConfig:
     # fine-tune: start from these weights (zoo name, weights file or run folder) instead of a fresh init; every
     # tensor must match the recipe's model by name and shape (other settings, e.g. flow.scale_floor, may differ)
     init_weights: str | None = None
+    # stop once the training steps (data, forward, backward, update; not validation or checkpoints) have taken
+    # this many seconds, summed over resumes, then validate and save as at max_steps: for comparisons at a fixed
+    # CPU budget (benchmarks/settings_study.py). max_steps still applies, and so does its lr schedule
+    time_budget_s: float | None = None
+    # what time_budget_s counts: wall-clock seconds, or this process's CPU seconds (all its threads; not
+    # DataLoader workers), which a busy machine inflates far less: a fair budget when runs share cores
+    time_budget_clock: Literal["wall", "cpu"] = "wall"
 
     def __post_init__(self) -> None:
         check_literals(self, "train")
@@ -72,6 +79,8 @@ class TrainConfig:
             raise ConfigError(f"train.betas must be two numbers in [0, 1), got {self.betas}")
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ConfigError(f"train.time_budget_s must be > 0 seconds or null, got {self.time_budget_s}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
 

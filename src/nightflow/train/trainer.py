@@ -211,6 +211,9 @@ class Trainer:
         self.wrapped: nn.Module | None = None
         self.last_saved_step: int | None = None
         self.last_val_step: int | None = None
+        self.train_seconds = 0.0  # time spent in training steps, summed over resumes (train.time_budget_s)
+        # what train_seconds is measured with (train.time_budget_clock; a test steps it by hand)
+        self.clock = time.process_time if cfg.time_budget_clock == "cpu" else time.perf_counter
 
     # ------------------------------------------------------------------------------------------- setup
     def _amp_dtype(self) -> torch.dtype | None:
@@ -368,6 +371,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "rng": rng_per_rank,
             "best": dict(self.best),
+            "train_seconds": self.train_seconds,
             # a copy: the live tensors hold the EMA weights while the checkpoint is written
             "raw_model": _copy_state(self.model) if self.ema is not None else None,
             "config": self.run_config,
@@ -415,6 +419,7 @@ class Trainer:
             )
         restore_rng_state(rngs[self.ctx.rank % len(rngs)], {"loss": self.generator})
         self.step = int(state["step"])
+        self.train_seconds = float(state.get("train_seconds", 0.0))
         self.best = self._resumed_best(state.get("best"))
         self.initialized = True
         self.last_saved_step = self.step
@@ -474,27 +479,40 @@ class Trainer:
         return metrics
 
     # ------------------------------------------------------------------------------------------- the loop
+    def budget_spent(self) -> bool:
+        """Whether train.time_budget_s is used up (rank 0's clock decides, so that every rank stops together)."""
+        if self.cfg.time_budget_s is None:
+            return False
+        spent = self.train_seconds >= self.cfg.time_budget_s
+        return bool(self.ctx.broadcast_object(spent)) if self.ctx.distributed else spent
+
     def fit(self) -> dict[str, Any]:
-        """Train until ``cfg.max_steps``; return a summary (steps, last losses, best score, throughput)."""
+        """Train until ``cfg.max_steps`` (or ``cfg.time_budget_s``); return a summary (steps, last losses, best
+        score, throughput, why it stopped)."""
         cfg, main = self.cfg, self.ctx.is_main
-        if self.step >= cfg.max_steps:
-            message(
-                f"run already at step {self.step} >= train.max_steps={cfg.max_steps}; "
-                "raise it with --set train.max_steps=N to continue",
-                main,
+        if self.step >= cfg.max_steps or self.budget_spent():
+            limit = (
+                f"train.max_steps={cfg.max_steps}; raise it with --set train.max_steps=N"
+                if self.step >= cfg.max_steps
+                else f"train.time_budget_s={cfg.time_budget_s} ({self.train_seconds:.0f} s trained); raise it "
+                "with --set train.time_budget_s=S"
             )
+            message(f"run already at step {self.step}, at {limit} to continue", main)
             return {"steps": 0, "step": self.step, "best": self.best, "run_dir": str(self.run_dir)}
         start_step, t_start = self.step, time.perf_counter()
         bar = progress_bar(cfg.max_steps, self.step, main and cfg.progress)
         last: dict[str, float] = {}
         t_log, steps_since_log = time.perf_counter(), 0
         stop = _StopSignals(announce=main)
+        stopped_by = "max_steps"
         try:
             stop.__enter__()
-            while self.step < cfg.max_steps:
+            t_mark = self.clock()
+            while self.step < cfg.max_steps and stopped_by == "max_steps":
                 epoch, offset = divmod(self.step, self.steps_per_epoch)
                 for batch in self._loader(epoch, offset):
                     losses, grad_norm = self._train_step(batch)
+                    self.train_seconds += self.clock() - t_mark
                     steps_since_log += 1
                     last = losses
                     if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
@@ -517,6 +535,15 @@ class Trainer:
                     self._stop_if_signalled(stop)
                     if self.step >= cfg.max_steps:
                         break
+                    if self.budget_spent():
+                        stopped_by = "time_budget_s"
+                        message(
+                            f"train.time_budget_s={cfg.time_budget_s} reached at step {self.step} "
+                            f"({self.train_seconds:.0f} s of training steps)",
+                            main,
+                        )
+                        break
+                    t_mark = self.clock()
             if self.last_val_step != self.step:
                 self.validate()
                 self.last_saved_step = None  # the state must record this validation's best: save again
@@ -541,6 +568,8 @@ class Trainer:
             "best": self.best,
             "samples_per_s": done * cfg.batch_size / max(elapsed, 1e-9),
             "elapsed_s": elapsed,
+            "train_seconds": self.train_seconds,
+            "stopped_by": stopped_by,
             "run_dir": str(self.run_dir),
             "max_param_diff": sync,
         }

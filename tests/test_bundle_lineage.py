@@ -1,0 +1,122 @@
+"""scripts/bundle_weights.py and write_model_cards.py: weights trained in several runs carry every run's facts.
+
+A bundled model that trained on from earlier bundled weights (``train.init_weights``) must not be described by its
+last run alone (200 steps on 36 photos, when it really had 3,800 steps, most of them on 24 photos).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BASE = {
+    "steps": 2600,
+    "wall_time_s": 6000.0,
+    "checkpoint": "a",
+    "recipe": "first",
+    "amp": "bf16",
+    "patch_size": 96,
+}
+
+
+def _run(steps: int, photos: int, amp: str = "none") -> dict:
+    return {
+        "steps": steps,
+        "wall_time_s": 100.0 * steps,
+        "checkpoint": f"step_{steps}",
+        "recipe": f"more {steps}",
+        "amp": amp,
+        "patch_size": 96,
+        "train_photos": photos,
+        "final_losses": {"nll": float(steps)},
+        "hardware": "here",
+    }
+
+
+def test_chained_facts_sum_steps_and_time_and_keep_every_stage_in_order():
+    bundle = _script("bundle_weights")
+    once = bundle.chain_facts(BASE, _run(1000, 36))
+    twice = bundle.chain_facts(once, _run(200, 36))
+    assert twice["steps"] == 3800 and twice["wall_time_s"] == pytest.approx(6000 + 100_000 + 20_000)
+    assert [s["steps"] for s in twice["stages"]] == [2600, 1000, 200]
+    assert [s["recipe"] for s in twice["stages"]] == ["first", "more 1000", "more 200"]
+    assert twice["final_losses"] == {"nll": 200.0}  # the last run's, not the first one's
+    assert (
+        "train_photos" not in twice["stages"][0]
+    )  # unknown for the first run: the card supplies its default
+
+
+def test_card_describes_each_stage_photos_precision_and_recipe():
+    cards = _script("write_model_cards")
+    bundle = _script("bundle_weights")
+    total = cards._train_photo_count()
+    facts = bundle.chain_facts(bundle.chain_facts(BASE, _run(1000, total)), _run(200, total))
+    photos = cards._photos_phrase(facts)
+    assert f"{cards.FIRST_TRAIN_PHOTOS} photos for 2600 steps" in photos
+    assert f"then {total} photos for 1000 steps, then {total} photos for 200 steps" in photos
+    assert cards._stage_precision(facts).startswith("bf16 autocast")
+    assert "float32 throughout (1000 steps)" in cards._stage_precision(facts)
+    assert cards._recipe(facts, "m").count("; then ") == 2 and "`more 200` (200 steps)" in cards._recipe(
+        facts, "m"
+    )
+    # a single run on every photo stays one short phrase
+    assert cards._photos_phrase(_run(10, total)) == f"the {total} training photos"
+    assert cards._stage_precision(_run(10, total)) == "float32 throughout"
+
+
+def _fake_run(tmp_path: Path, init_weights: str | None) -> Path:
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "step_0000002"
+    ckpt.mkdir(parents=True)
+    save_file({"w": torch.ones(2)}, str(ckpt / "model.safetensors"), metadata={"ema": "true"})
+    cfg = {
+        "data": {"format": "paired", "patch_size": 64},
+        "train": {"amp": "none", "init_weights": init_weights},
+    }
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    rows = [{"kind": "train", "step": s, "elapsed_s": 5.0 * s, "nll": 1.0} for s in (1, 2)]
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return run
+
+
+def test_bundling_a_continued_run_requires_the_weights_it_continued(tmp_path, monkeypatch, capsys):
+    bundle = _script("bundle_weights")
+    monkeypatch.setattr(bundle, "WEIGHTS_DIR", tmp_path / "weights")
+    run = _fake_run(tmp_path, init_weights="lolisrflow-x2")
+    assert bundle.main([str(run), "m"]) == 2
+    assert "--continues" in capsys.readouterr().err
+    assert not (tmp_path / "weights").exists()  # nothing written
+
+    base = tmp_path / "base.safetensors"
+    save_file({"w": torch.zeros(2)}, str(base), metadata={"nightflow_training": json.dumps(BASE)})
+    assert bundle.main([str(run), "m", "--continues", str(base)]) == 0
+    from nightflow.models.checkpoint import read_metadata
+
+    facts = json.loads(read_metadata(tmp_path / "weights" / "m.safetensors")["nightflow_training"])
+    assert facts["steps"] == 2602 and [s["steps"] for s in facts["stages"]] == [2600, 2]
+
+
+def test_continues_is_refused_for_a_run_that_started_fresh(tmp_path, monkeypatch, capsys):
+    bundle = _script("bundle_weights")
+    monkeypatch.setattr(bundle, "WEIGHTS_DIR", tmp_path / "weights")
+    run = _fake_run(tmp_path, init_weights=None)
+    base = tmp_path / "base.safetensors"
+    save_file({"w": torch.zeros(2)}, str(base), metadata={"nightflow_training": json.dumps(BASE)})
+    assert bundle.main([str(run), "m", "--continues", str(base)]) == 2
+    assert "continues nothing" in capsys.readouterr().err
