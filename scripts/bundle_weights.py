@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     step = args.step if args.step is not None else _checkpoint_step(meta)
     facts = training_facts(args.run_dir, step)
     facts["checkpoint"] = str(src.relative_to(args.run_dir))
+    if step is not None and f"{step:07d}" not in facts["checkpoint"]:  # best/: say which step it holds
+        facts["checkpoint"] += f" (step {step})"
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
     facts["amp"] = run_cfg.get("train", {}).get("amp")

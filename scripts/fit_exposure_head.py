@@ -70,7 +70,7 @@ def fit(
     return head.eval()
 
 
-def cross_validate(
+def held_out_estimates(
     head: torch.nn.Module,
     feats: tuple[torch.Tensor, torch.Tensor],
     gains: torch.Tensor,
@@ -78,18 +78,19 @@ def cross_validate(
     folds: int,
     steps: int,
     lr: float,
-) -> dict[str, float]:
-    """Errors of fits that never saw the scored photos: the training photos in ``folds`` groups, each group
-    scored by a head fitted on the others. Chooses ``--steps`` without looking at the validation photos."""
+) -> torch.Tensor:
+    """Each scene's estimate by a fit that never saw its photo: the training photos in ``folds`` groups, each
+    group estimated by a head fitted on the others. Their errors (``--cv-folds``) choose ``--steps`` without
+    looking at the validation photos."""
     order = torch.randperm(int(photo.max()) + 1, generator=torch.Generator().manual_seed(0))
-    errs = torch.zeros_like(gains)
+    estimates = torch.zeros_like(gains)
     for k in range(folds):
         held = torch.isin(photo, order[k::folds])
         rest = ~held
         fitted = fit(head, (feats[0][rest], feats[1][rest]), gains[rest], steps, lr, seed=k)
         with torch.no_grad():
-            errs[held] = fitted.from_features(feats[0][held], feats[1][held]).float() - gains[held]
-    return error_summary(errs)
+            estimates[held] = fitted.from_features(feats[0][held], feats[1][held]).float()
+    return estimates
 
 
 def errors(
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     before = errors(head, val_f, val_g)
     cv = None
     if args.cv_folds > 1:
-        cv = cross_validate(head, train_f, train_g, train_photo, args.cv_folds, args.steps, args.lr)
+        held_out = held_out_estimates(head, train_f, train_g, train_photo, args.cv_folds, args.steps, args.lr)
+        cv = error_summary(held_out - train_g)
         print(f"{args.weights.name}: {args.cv_folds}-fold cross-validation over the training photos: {cv}")
     head = fit(head, train_f, train_g, args.steps, args.lr)
     after = errors(head, val_f, val_g)

@@ -58,6 +58,10 @@ class ModelConfig:
     # LR px of every inner tile edge that tiled inference discards: how far a tile edge changes the output by more
     # than 1/255, measured on the trained model (scripts/measure_tiling.py); 0 = the encoder's default (12)
     tile_margin: int = 0
+    # inference under bf16 autocast where the encoder allows it (``Encoder.bf16_inference``): set False for trained
+    # weights whose mean path bf16 moves by more than 1/255 from float32 (tests/test_precision.py), so that
+    # ``--precision auto`` keeps them in float32 even where their encoder is safe for other weights
+    bf16_inference: bool = True
 
     def __post_init__(self) -> None:
         check_literals(self)  # kind, prior: as strict from Python as from YAML

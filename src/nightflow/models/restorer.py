@@ -96,9 +96,11 @@ class FlowRestorer(nn.Module):
 
     @property
     def precisions(self) -> tuple[str, ...]:
-        """fp32, plus bf16 where the encoder was measured safe under bf16 autocast (``Encoder.bf16_inference``);
-        the flow's invertible arithmetic is float32 either way (:mod:`nightflow.precision`)."""
-        return ("fp32", "bf16") if self.encoder.bf16_inference else ("fp32",)
+        """fp32, plus bf16 where the encoder was measured safe under bf16 autocast (``Encoder.bf16_inference``)
+        and these weights were too (``ModelConfig.bf16_inference``); the flow's invertible arithmetic is float32
+        either way (:mod:`nightflow.precision`)."""
+        safe = self.encoder.bf16_inference and self.cfg.bf16_inference
+        return ("fp32", "bf16") if safe else ("fp32",)
 
     @property
     def channels_last_inference(self) -> bool:
