@@ -129,6 +129,20 @@ def test_actnorm_data_init_and_mark_initialized():
     assert torch.equal(y2, x)  # no re-initialisation once marked
 
 
+def test_actnorm_reads_its_initialized_buffer_once_and_again_after_a_state_dict_load():
+    """After the first training step the flag is a Python bool: no tensor→bool read per step, so torch.compile
+    traces the layer as one graph; a state dict loaded later (an uninitialised one here) decides again."""
+    x = torch.randn(8, 3, 4, 4) * 3 + 1
+    norm = ActNorm(3).train()
+    norm(x)
+    traced = torch.compile(norm.forward, backend="eager", fullgraph=True)  # fullgraph: a graph break raises
+    y, _ = traced(x)
+    assert y.mean(dim=(0, 2, 3)).abs().max() < 1e-5
+    norm.load_state_dict(ActNorm(3).state_dict())  # initialized=False, bias 0, scale 1
+    y, _ = norm(x + 5)
+    assert bool(norm.initialized) and y.mean(dim=(0, 2, 3)).abs().max() < 1e-5  # initialised on the new data
+
+
 def test_invconv_starts_orthogonal_and_inverse_uses_no_linalg_inv(monkeypatch):
     conv = InvConv1x1(12)
     w = conv.weight()

@@ -22,10 +22,17 @@ class ActNorm(FlowLayer):
         self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.log_scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
         self.register_buffer("initialized", torch.tensor(False))
+        # a Python copy of ``initialized`` once it has been read as True: later training steps do not read the
+        # buffer (a tensor → bool sync, and a graph break under torch.compile); loading a state dict resets it
+        self._known_initialized = False
 
     def mark_initialized(self) -> None:
         """Skip data-dependent initialisation (e.g. after loading weights by hand)."""
         self.initialized.fill_(True)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        self._known_initialized = False  # the loaded ``initialized`` decides again
+        super()._load_from_state_dict(*args, **kwargs)
 
     @torch.no_grad()
     def initialize_from(self, x: Tensor) -> None:
@@ -39,8 +46,10 @@ class ActNorm(FlowLayer):
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, Tensor]:
         check_4d("ActNorm input", x, self.channels)
-        if self.training and not bool(self.initialized):
-            self.initialize_from(x)
+        if self.training and not self._known_initialized:
+            if not bool(self.initialized):
+                self.initialize_from(x)
+            self._known_initialized = True
         y = (x + self.bias) * torch.exp(self.log_scale)
         logdet = self.log_scale.sum() * (x.shape[2] * x.shape[3])
         return y, logdet.expand(x.shape[0])
