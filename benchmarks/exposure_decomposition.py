@@ -1,4 +1,4 @@
-"""How much of a model's PSNR gap is exposure? Each pair of the synthetic suite, restored at the exposure head's
+"""How much of a model's PSNR (and SSIM) gap is exposure? Each pair of the synthetic suite, restored at the exposure head's
 estimate and at the target's (oracle) exposure, with the flow unchanged.
 
 Why: the suite's ``_gtmean`` columns rescale the *output*, which also undoes what the flow did with a wrong
@@ -29,6 +29,7 @@ from nightflow.context import oracle_log2_gain, thumbnail
 from nightflow.data.datasets import build_dataset
 from nightflow.evaluation.suite import data_config, data_root, load_suite
 from nightflow.metrics.psnr import psnr
+from nightflow.metrics.ssim import ssim
 
 from .common import ROOT, save
 
@@ -66,6 +67,8 @@ def decompose(spec: str, root_override: Path | None) -> dict:
                 "head_error_ev": round(estimate - oracle, 3),
                 "psnr": round(float(psnr(at_estimate, hq)), 3),
                 "psnr_oracle_exposure": round(float(psnr(at_oracle, hq)), 3),
+                "ssim": round(float(ssim(at_estimate, hq)), 4),
+                "ssim_oracle_exposure": round(float(ssim(at_oracle, hq)), 4),
             }
         )
     return {
@@ -75,6 +78,8 @@ def decompose(spec: str, root_override: Path | None) -> dict:
         "mean_head_error_ev": round(statistics.fmean(p["head_error_ev"] for p in pairs), 3),
         "psnr": round(statistics.fmean(p["psnr"] for p in pairs), 2),
         "psnr_oracle_exposure": round(statistics.fmean(p["psnr_oracle_exposure"] for p in pairs), 2),
+        "ssim": round(statistics.fmean(p["ssim"] for p in pairs), 4),
+        "ssim_oracle_exposure": round(statistics.fmean(p["ssim_oracle_exposure"] for p in pairs), 4),
     }
 
 
@@ -91,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(
             f"{spec}: PSNR {row['psnr']:.2f} at the head's exposure, {row['psnr_oracle_exposure']:.2f} at the "
-            f"target's; head error mean {row['mean_head_error_ev']:+.2f} EV, mean |error| "
+            f"target's; SSIM {row['ssim']:.3f} / {row['ssim_oracle_exposure']:.3f}; head error mean {row['mean_head_error_ev']:+.2f} EV, mean |error| "
             f"{row['mean_abs_head_error_ev']:.2f} EV"
         )
     save("exposure_decomposition", {"models": rows})
