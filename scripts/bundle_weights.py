@@ -65,6 +65,15 @@ def _checkpoint_step(meta: dict[str, str]) -> int | None:
         return int(meta["step"]) if str(meta.get("step", "")).isdigit() else None
 
 
+def run_amp(run_cfg: dict, meta: dict[str, str]) -> str | None:
+    """The autocast a run trained with: what its checkpoint recorded (``amp``, the trainer's decision, also for
+    ``train.amp: auto``), else the recipe's ``train.amp`` (checkpoints written before the trainer recorded it)."""
+    recorded = meta.get("amp") or json.loads(meta.get("nightflow", "{}")).get("amp")
+    if recorded:
+        return recorded
+    return (run_cfg.get("train") or {}).get("amp")  # "auto" stays "auto": what it chose was not recorded
+
+
 STAGE_KEYS = ("steps", "wall_time_s", "checkpoint", "recipe", "train_photos", "amp", "patch_size")
 
 
@@ -119,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         facts["checkpoint"] += f" (step {step})"
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
-    facts["amp"] = run_cfg.get("train", {}).get("amp")
+    facts["amp"] = run_amp(run_cfg, meta)
     photos = training_photo_count(run_cfg)
     if photos is not None:
         facts["train_photos"] = photos

@@ -120,3 +120,12 @@ def test_continues_is_refused_for_a_run_that_started_fresh(tmp_path, monkeypatch
     save_file({"w": torch.zeros(2)}, str(base), metadata={"nightflow_training": json.dumps(BASE)})
     assert bundle.main([str(run), "m", "--continues", str(base)]) == 2
     assert "continues nothing" in capsys.readouterr().err
+
+
+def test_bundled_precision_is_what_the_trainer_recorded_even_for_an_auto_recipe():
+    bundle = _script("bundle_weights")
+    auto = {"train": {"amp": "auto"}}
+    assert bundle.run_amp(auto, {"amp": "none"}) == "none"  # model weights: a top-level metadata key
+    assert bundle.run_amp(auto, {"nightflow": json.dumps({"amp": "bf16"})}) == "bf16"  # plain weights
+    assert bundle.run_amp(auto, {}) == "auto"  # not recorded: never guessed
+    assert bundle.run_amp({"train": {"amp": "bf16"}}, {}) == "bf16"  # older checkpoints: the recipe's value

@@ -97,17 +97,24 @@ def test_every_flow_layer_inverts_its_own_output_to_fp32_rounding_under_autocast
     assert checked > 20
 
 
-def test_auto_uses_bf16_only_with_amx_and_a_model_measured_safe(monkeypatch):
+def test_auto_uses_bf16_only_where_measured_faster_and_on_a_model_measured_safe(monkeypatch):
     flow = nightflow.load("lolisrflow-x2").restorer
     ssflow = nightflow.load("ssflow").restorer
     classical = get_baseline("gamma+bicubic", scale=2)
-    monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
-    assert not precision.fast_bf16("cpu")
-    assert precision.resolve("auto", flow, torch.device("cpu")) == "fp32"
-    # AVX-512-bf16 without AMX runs bf16 natively but slower than float32 end to end: auto keeps float32
+    for vendor in ("GenuineIntel", "AuthenticAMD"):  # no bf16 units: emulated, ~75x slower
+        monkeypatch.setattr(precision, "cpu_vendor", lambda v=vendor: v)
+        monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+        assert not precision.fast_bf16("cpu")
+        assert precision.resolve("auto", flow, torch.device("cpu")) == "fp32"
+    # AVX-512-bf16 without AMX: slower than float32 end to end on the Intel Xeon measured, faster on AMD Zen 4
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(precision, "cpu_vendor", lambda: "GenuineIntel")
     assert not precision.fast_bf16("cpu")
     assert precision.resolve("auto", flow, torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(precision, "cpu_vendor", lambda: "AuthenticAMD")
+    assert precision.fast_bf16("cpu")
+    assert precision.resolve("auto", flow, torch.device("cpu")) == "bf16"
+    monkeypatch.setattr(precision, "cpu_vendor", lambda: "GenuineIntel")
     monkeypatch.setattr(precision, "cpu_flags", lambda: frozenset({"avx512_bf16", "amx_bf16", "amx_tile"}))
     assert precision.fast_bf16("cpu")
     assert precision.resolve("auto", flow, torch.device("cpu")) == "bf16"
@@ -123,6 +130,8 @@ def test_cpu_flags_are_read_from_cpuinfo():
     assert isinstance(flags, frozenset)
     if Path("/proc/cpuinfo").is_file():
         assert flags  # every Linux x86/ARM cpuinfo lists some flags
+        if "vendor_id" in Path("/proc/cpuinfo").read_text():  # x86
+            assert precision.cpu_vendor() and " " not in precision.cpu_vendor()  # e.g. AuthenticAMD
 
 
 def test_unknown_precisions_are_refused_in_one_line(crop):

@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision",
         choices=PRECISIONS,
         default="auto",
-        help="auto (default): bf16 autocast for the encoder and coupling nets where the CPU (AMX) or GPU runs "
+        help="auto (default): bf16 autocast for the encoder and coupling nets where the CPU (AMX, AMD avx512_bf16) or GPU runs "
         "bf16 faster than fp32 and the model was measured within 1/255 of fp32, else fp32; fp32 or bf16 "
         "force one (the flow's invertible arithmetic is fp32 either way)",
     )

@@ -56,7 +56,7 @@ class Encoder(nn.Module):
     # cannot express (adaptive pooling of the map itself); export is refused with one line
     onnx_exportable: bool = True
     # True only where measured: the bundled weights' mean path under bf16 autocast stays within 1/255 of float32
-    # (tests/test_precision.py), so `--precision auto` may use bf16 on hardware where bf16 is fast (AMX, CUDA)
+    # (tests/test_precision.py), so `--precision auto` may use bf16 on hardware where bf16 is fast (AMX, AMD avx512_bf16, CUDA)
     bf16_inference: bool = False
     # True only where measured: inference on the CPU runs faster with the folded twin in channels_last (NHWC)
     # memory, output within float32 rounding (benchmarks/bench_optimizations.py, docs/performance.md)

@@ -37,7 +37,9 @@ class TrainConfig:
     gamma: float = 0.5  # multistep decay factor at each milestone
     min_lr_ratio: float = 0.0  # cosine floor as a fraction of lr
     grad_clip: float | None = None  # max gradient L2 norm; None = no clipping
-    amp: Literal["none", "bf16", "fp16"] = "none"  # autocast dtype: bf16 on CUDA or CPU, fp16 on CUDA only
+    # autocast dtype: bf16 on CUDA or CPU, fp16 on CUDA only; auto = bf16 where it runs faster than float32 (CUDA
+    # with bf16, CPUs with AMX, AMD CPUs with avx512_bf16: nightflow.precision.fast_bf16), else none. The flow's arithmetic stays float32.
+    amp: Literal["none", "auto", "bf16", "fp16"] = "none"
     ema_decay: float | None = None  # e.g. 0.999; None = no EMA of weights
     log_every: int = 10
     val_every: int = 1000

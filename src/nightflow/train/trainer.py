@@ -196,6 +196,7 @@ class Trainer:
             params, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps, weight_decay=cfg.weight_decay
         )
         self.schedule = LRSchedule(self.optimizer, cfg)
+        self.amp = self._resolve_amp()  # none | bf16 | fp16: what this run asks autocast for
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.ema: EMA | None = None
@@ -216,24 +217,38 @@ class Trainer:
         self.clock = time.process_time if cfg.time_budget_clock == "cpu" else time.perf_counter
 
     # ------------------------------------------------------------------------------------------- setup
+    def _resolve_amp(self) -> str:
+        """``train.amp`` with ``auto`` decided for this device: ``bf16`` where bf16 runs faster than float32
+        (:func:`~nightflow.precision.fast_bf16`), else ``none``; said once, and stored in every checkpoint's
+        metadata (``amp``) so that a model card can tell how the weights were computed."""
+        if self.cfg.amp != "auto":
+            return self.cfg.amp
+        amp = "bf16" if fast_bf16(self.device) else "none"
+        why = "runs faster than float32 here" if amp == "bf16" else "is not faster than float32 on this CPU"
+        if self.device.type == "cuda":
+            why = "is supported by this GPU" if amp == "bf16" else "is not supported by this GPU"
+        shown = "bf16 autocast" if amp == "bf16" else "float32"
+        message(f"train.amp=auto: {shown} on {self.device.type} (bf16 {why})", self.ctx.is_main)
+        return amp
+
     def _amp_dtype(self) -> torch.dtype | None:
-        if self.cfg.amp == "none":
+        if self.amp == "none":
             return None
-        if self.cfg.amp == "bf16" and self.device.type == "cpu":
+        if self.amp == "bf16" and self.device.type == "cpu":
             if not fast_bf16(self.device):
                 message(
-                    "train.amp=bf16 on a CPU without AMX: bf16 runs here at best at the float32 rate (a "
-                    "lolisrflow-x2-tiny step measured 1.16x slower: benchmarks/profile_train_step.py); "
-                    "train.amp=none trains faster",
+                    "train.amp=bf16 on a CPU without AMX (nor AMD avx512_bf16): bf16 runs here at best at the "
+                    "float32 rate (a lolisrflow-x2-tiny step measured 1.16x slower on such a Xeon: "
+                    "benchmarks/profile_train_step.py); train.amp=none or auto trains faster",
                     self.ctx.is_main,
                 )
-            return torch.bfloat16  # AMX CPUs: convolutions several times faster
+            return torch.bfloat16  # AMX CPUs: convolutions several times faster; AMD avx512_bf16: 1.3x a step
         if self.device.type != "cuda":
             message(
-                f"train.amp={self.cfg.amp} needs CUDA; training in float32 on {self.device}", self.ctx.is_main
+                f"train.amp={self.amp} needs CUDA; training in float32 on {self.device}", self.ctx.is_main
             )
             return None
-        return torch.bfloat16 if self.cfg.amp == "bf16" else torch.float16
+        return torch.bfloat16 if self.amp == "bf16" else torch.float16
 
     def _wrap(self) -> None:
         """Build the (DDP-)wrapped loss module once the weights are final (after ActNorm init or a resume)."""
@@ -387,7 +402,9 @@ class Trainer:
             yield self.model
 
     def _metadata(self) -> dict[str, Any]:
-        return {"step": self.step, "ema": self.ema is not None, "run_dir": str(self.run_dir)}
+        # amp: the autocast dtype actually used (float32 = "none"), also where the recipe said auto
+        amp = "none" if self.amp_dtype is None else ("bf16" if self.amp_dtype == torch.bfloat16 else "fp16")
+        return {"step": self.step, "ema": self.ema is not None, "run_dir": str(self.run_dir), "amp": amp}
 
     def save_checkpoint(self) -> Path | None:
         state = self.state_dict()  # collective in DDP: every rank contributes its RNG state
