@@ -1,6 +1,6 @@
 """Training throughput (samples/s) of LoLiSRFlow x2 tiny on CPU: the full trainer vs a bare optimisation loop,
-and the bundled recipe of today (96 px HR patches, ``train.amp: auto``: bf16 autocast on AMX CPUs, else float32)
-against the first one (64 px, float32).
+and the bundled recipe of today (96 px HR patches, ``train.amp: auto``: bf16 autocast where
+``nightflow.precision.fast_bf16`` holds, else float32) against the first one (64 px, float32).
 
 Why both: the bare loop (``model.loss`` + backward + Adam on one resident batch) is what the model costs; the
 trainer adds on-the-fly synthetic data, per-item seeding, the loss all-reduce/NaN check, gradient clipping, EMA
@@ -25,11 +25,12 @@ import yaml
 
 from benchmarks.common import conv_throughput_gflops, count_params, machine, save, table
 from nightflow.context import oracle_log2_gain, thumbnail
-from nightflow.precision import fast_bf16
+from nightflow.precision import training_amp
 
 MODEL = "lolisrflow-x2-tiny"
-# the recipes' train.amp: auto, as the trainer decides it on this CPU (bf16 with AMX, else float32)
-RECIPE_AMP = "bf16" if fast_bf16("cpu") else "none"
+RECIPE_AMP = training_amp(
+    "auto", "cpu"
+)  # the recipes' train.amp: auto, as the trainer decides it on this CPU
 FULL = {"patch": 96, "batch": 8, "warmup": 2, "steps": 8, "amp": RECIPE_AMP}  # the bundled recipe's settings
 FIRST = {"patch": 64, "batch": 8, "warmup": 2, "steps": 8, "amp": "none"}  # the first bundled recipe
 QUICK = {"patch": 32, "batch": 4, "warmup": 1, "steps": 3, "amp": RECIPE_AMP}

@@ -425,6 +425,23 @@ def test_bf16_amp_runs_on_cpu_and_fp16_falls_back_to_float32(tmp_path, capsys, m
     assert math.isfinite(trainer.fit()["losses"]["total"])
 
 
+def test_a_fine_tuning_run_scores_its_starting_weights_at_step_0_without_changing_training(tmp_path):
+    """train.init_weights: val.csv gets the starting weights' score (the score to beat) at step 0; it never
+    becomes best/ and draws nothing from the training RNG streams, so the run trains exactly as without it."""
+    plain = make_trainer(tmp_path / "plain", tiny_cfg(max_steps=4))
+    plain.fit()
+    # the weights are loaded by train_run before the trainer exists; here both start from the same init seed
+    tuned = make_trainer(tmp_path / "tuned", tiny_cfg(max_steps=4, init_weights="same-start"))
+    tuned.fit()
+    steps = [r["step"] for r in read_log(tmp_path / "tuned", "val")]
+    assert steps == [0, 4] and [r["step"] for r in read_log(tmp_path / "plain", "val")] == [4]
+    assert (tmp_path / "tuned" / "samples" / "step_0000000").is_dir()
+    assert tuned.best["step"] == 4
+    for a, b in zip(plain.model.state_dict().values(), tuned.model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert read_log(tmp_path / "tuned", "val")[1] == read_log(tmp_path / "plain", "val")[0]
+
+
 def _recorded_amp(trainer: Trainer) -> str:
     from safetensors import safe_open
 

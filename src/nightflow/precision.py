@@ -40,30 +40,28 @@ FAST_BF16_FLAGS = frozenset({"amx_bf16"})
 FAST_BF16_VENDOR_FLAGS = {"AuthenticAMD": frozenset({"avx512_bf16"})}
 
 
-@functools.lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read: not Linux)."""
+@functools.cache
+def _cpuinfo_field(name: str) -> str:
+    """The value of the first ``name`` line of /proc/cpuinfo ("" where there is none or it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return frozenset()
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_vendor() -> str:
-    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...; "" where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         pass
     return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read: not Linux)."""
+    return frozenset(_cpuinfo_field("flags").split())
+
+
+def cpu_vendor() -> str:
+    """The CPU's vendor_id from /proc/cpuinfo ("GenuineIntel", "AuthenticAMD", ...; "" where it cannot be read)."""
+    return _cpuinfo_field("vendor_id")
 
 
 def fast_bf16(device: torch.device | str) -> bool:
@@ -77,6 +75,14 @@ def fast_bf16(device: torch.device | str) -> bool:
         vendor_flags = FAST_BF16_VENDOR_FLAGS.get(cpu_vendor(), frozenset())
         return bool(FAST_BF16_FLAGS & flags) or bool(vendor_flags & flags)
     return False
+
+
+def training_amp(amp: str, device: torch.device | str) -> str:
+    """``train.amp`` as a run uses it: ``auto`` becomes ``bf16`` where :func:`fast_bf16` holds, else ``none``;
+    any other value is returned as given (the trainer warns about, or falls back from, what the device lacks)."""
+    if amp != "auto":
+        return amp
+    return "bf16" if fast_bf16(device) else "none"
 
 
 def check_precision(value: str, name: str = "precision") -> str:

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
 from ..losses import check_batch_for
-from ..precision import fast_bf16
+from ..precision import fast_bf16, training_amp
 from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state, step_dir_name
 from .config import TrainConfig
 from .distributed import DistContext
@@ -221,9 +221,9 @@ class Trainer:
         """``train.amp`` with ``auto`` decided for this device: ``bf16`` where bf16 runs faster than float32
         (:func:`~nightflow.precision.fast_bf16`), else ``none``; said once, and stored in every checkpoint's
         metadata (``amp``) so that a model card can tell how the weights were computed."""
+        amp = training_amp(self.cfg.amp, self.device)
         if self.cfg.amp != "auto":
-            return self.cfg.amp
-        amp = "bf16" if fast_bf16(self.device) else "none"
+            return amp
         why = "runs faster than float32 here" if amp == "bf16" else "is not faster than float32 on this CPU"
         if self.device.type == "cuda":
             why = "is supported by this GPU" if amp == "bf16" else "is not supported by this GPU"
@@ -468,8 +468,9 @@ class Trainer:
         return {"metric": metric, "value": None, "step": None}  # no best/ yet: the next validation writes it
 
     # ------------------------------------------------------------------------------------------- validation
-    def validate(self) -> dict[str, float] | None:
-        """Scores of the inference weights on the fixed validation set (rank 0); updates checkpoints/best."""
+    def validate(self, update_best: bool = True) -> dict[str, float] | None:
+        """Scores of the inference weights on the fixed validation set (rank 0); updates checkpoints/best unless
+        ``update_best`` is False (the step-0 score of a fine-tuning run, which only logs)."""
         self.last_val_step = self.step
         if self.val_set is None or not self.ctx.is_main:
             return None
@@ -485,7 +486,7 @@ class Trainer:
                 temperature=self.cfg.val_temperature,
                 seed=self.cfg.seed,
             )
-            value = metrics.get(self.best["metric"])
+            value = metrics.get(self.best["metric"]) if update_best else None
             if value is not None and math.isfinite(value):
                 if self.best["value"] is None or value > self.best["value"]:
                     self.best.update(value=value, step=self.step)
@@ -516,6 +517,9 @@ class Trainer:
             )
             message(f"run already at step {self.step}, at {limit} to continue", main)
             return {"steps": 0, "step": self.step, "best": self.best, "run_dir": str(self.run_dir)}
+        if self.step == 0 and cfg.init_weights:
+            # the score to beat: the weights this fine-tuning run starts from, as val.csv's step 0 (never best/)
+            self.validate(update_best=False)
         start_step, t_start = self.step, time.perf_counter()
         bar = progress_bar(cfg.max_steps, self.step, main and cfg.progress)
         last: dict[str, float] = {}
