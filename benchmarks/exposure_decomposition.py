@@ -9,9 +9,11 @@ input gain (clipped highlights, the denoising strength it chose for that brightn
 
     python -m benchmarks.exposure_decomposition lolisrflow-x2 lolisrflow-x4 uptflow-tiny
     python -m benchmarks.exposure_decomposition runs/my-run --data-root /elsewhere/data
+    python -m benchmarks.exposure_decomposition lolisrflow-x2 --suite benchmarks/suites/synthetic-jpeg.yaml
 
-The pairs are the ``x<scale>`` dataset of benchmarks/suites/synthetic.yaml, read from the suite file (validation
-photos, seed 0, 10 pairs of 384 px centre crops). Writes results/exposure_decomposition.json.
+The pairs are the ``x<scale>`` dataset of benchmarks/suites/synthetic.yaml (or of ``--suite``), read from the suite
+file (validation photos, seed 0, 10 pairs of 384 px centre crops). Writes results/exposure_decomposition.json
+(results/exposure_decomposition_<suite name>.json for another suite).
 """
 
 from __future__ import annotations
@@ -36,17 +38,17 @@ from .common import ROOT, save
 SUITE = ROOT / "benchmarks" / "suites" / "synthetic.yaml"
 
 
-def suite_pairs(scale: int, root_override: Path | None) -> object:
-    """The synthetic suite's dataset at ``scale``, built from the suite file as ``nightflow benchmark`` does."""
-    suite = load_suite(SUITE)
-    root = data_root(suite, SUITE, root_override)
+def suite_pairs(scale: int, root_override: Path | None, suite_file: Path = SUITE) -> object:
+    """The suite's dataset at ``scale``, built from the suite file as ``nightflow benchmark`` does."""
+    suite = load_suite(suite_file)
+    root = data_root(suite, suite_file, root_override)
     for index, entry in enumerate(suite.datasets):
         if entry.label == f"x{scale}":
             return build_dataset(data_config(entry, index, root), train=False)
-    raise SystemExit(f"{SUITE} has no x{scale} dataset")
+    raise SystemExit(f"{suite_file} has no x{scale} dataset")
 
 
-def decompose(spec: str, root_override: Path | None) -> dict:
+def decompose(spec: str, root_override: Path | None, suite_file: Path = SUITE) -> dict:
     """Per-pair head error and PSNR at the estimated and at the oracle exposure, with their means."""
     model = nightflow.load(spec)
     restorer = model.inference_restorer
@@ -54,7 +56,7 @@ def decompose(spec: str, root_override: Path | None) -> dict:
     if head is None:
         raise SystemExit(f"{spec}: this model has no exposure head")
     pairs = []
-    for item in suite_pairs(model.scale, root_override):
+    for item in suite_pairs(model.scale, root_override, suite_file):
         lq, hq = item["lq"].unsqueeze(0), item["hq"].unsqueeze(0)
         with torch.no_grad():
             estimate = float(head(thumbnail(lq)).float())
@@ -89,17 +91,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("models", nargs="+", help="zoo names, weights files or run folders")
     parser.add_argument("--data-root", type=Path, help="folder that holds photos/ (default: the suite's)")
+    parser.add_argument(
+        "--suite",
+        type=Path,
+        default=SUITE,
+        help="suite whose x<scale> pairs to use (default: the synthetic suite)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for spec in args.models:
-        row = decompose(spec, args.data_root)
+        row = decompose(spec, args.data_root, args.suite)
         rows.append(row)
         print(
             f"{spec}: PSNR {row['psnr']:.2f} at the head's exposure, {row['psnr_oracle_exposure']:.2f} at the "
             f"target's; SSIM {row['ssim']:.3f} / {row['ssim_oracle_exposure']:.3f}; head error mean {row['mean_head_error_ev']:+.2f} EV, mean |error| "
             f"{row['mean_abs_head_error_ev']:.2f} EV"
         )
-    save("exposure_decomposition", {"models": rows})
+    name = load_suite(args.suite).name
+    save(
+        "exposure_decomposition" if name == "synthetic" else f"exposure_decomposition_{name}",
+        {"models": rows},
+    )
     return 0
 
 

@@ -26,6 +26,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from nightflow.data.degrade import get_preset
 from nightflow.data.io import list_images
 from nightflow.data.layouts import split_dir
 from nightflow.models.checkpoint import read_metadata
@@ -74,7 +75,27 @@ def run_amp(run_cfg: dict, meta: dict[str, str]) -> str | None:
     return (run_cfg.get("train") or {}).get("amp")  # "auto" stays "auto": what it chose was not recorded
 
 
-STAGE_KEYS = ("steps", "wall_time_s", "checkpoint", "recipe", "train_photos", "amp", "patch_size")
+def run_jpeg_share(run_cfg: dict) -> float:
+    """The share of a run's synthetic training inputs that were saved as JPEGs: ``data.jpeg_prob`` when set, else
+    its preset's (0 for data that is not synthesised)."""
+    data = run_cfg.get("data") or {}
+    if data.get("format") != "synthetic":
+        return 0.0
+    if data.get("jpeg_prob") is not None:
+        return float(data["jpeg_prob"])
+    return float(get_preset(str(data.get("preset", "dfsr-lle"))).jpeg_prob)
+
+
+STAGE_KEYS = (
+    "steps",
+    "wall_time_s",
+    "checkpoint",
+    "recipe",
+    "train_photos",
+    "amp",
+    "patch_size",
+    "jpeg_share",
+)
 
 
 def chain_facts(base: dict, run: dict) -> dict:
@@ -129,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
     facts["amp"] = run_amp(run_cfg, meta)
+    facts["jpeg_share"] = run_jpeg_share(run_cfg)
     photos = training_photo_count(run_cfg)
     if photos is not None:
         facts["train_photos"] = photos

@@ -32,12 +32,21 @@ PREFIX = "encoder.exposure_head."
 
 
 def scenes(
-    photos: Path, split: str, scale: int, count: int, seed: int
+    photos: Path, split: str, scale: int, count: int, seed: int, jpeg_prob: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(thumbnails N×3×48×48, oracle gains N, photo index N) of ``count`` synthetic scenes; the photo index
-    (position of the source photo in sorted order) lets a cross-validation hold whole photos out."""
+    """(thumbnails N×3×48×48, oracle gains N, photo index N) of ``count`` synthetic scenes, a ``jpeg_prob``
+    share of them saved as JPEGs; the photo index (position of the source photo in sorted order) lets a
+    cross-validation hold whole photos out."""
     ds = SyntheticDataset(
-        photos, split=split, scale=scale, patch_size=None, length=count, seed=seed, train=True, augment=False
+        photos,
+        split=split,
+        scale=scale,
+        patch_size=None,
+        length=count,
+        seed=seed,
+        train=True,
+        augment=False,
+        jpeg_prob=jpeg_prob,
     )
     items = [ds[i] for i in range(count)]
     stems = [it["name"].split("#")[0] for it in items]
@@ -132,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument(
+        "--jpeg-prob",
+        type=float,
+        default=0.0,
+        help="share of the scenes saved as JPEGs (default 0; use the weights' training share, data.jpeg_prob)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=None,
@@ -151,10 +166,19 @@ def main(argv: list[str] | None = None) -> int:
         if len(data["train"]) != 3:
             print(f"{args.cache}: written by an older version of this script (no photo index); delete it")
             return 2
+        made_with = float(data.get("jpeg_prob", torch.tensor(0.0)))
+        if made_with != args.jpeg_prob:
+            print(
+                f"{args.cache}: its scenes have JPEG share {made_with}, not {args.jpeg_prob}; use another file"
+            )
+            return 2
     else:
         data = {
-            "train": scenes(args.photos, "train", model.scale, args.scenes, seed=123),
-            "val": scenes(args.photos, "val", model.scale, args.val_scenes, seed=7),
+            "train": scenes(
+                args.photos, "train", model.scale, args.scenes, seed=123, jpeg_prob=args.jpeg_prob
+            ),
+            "val": scenes(args.photos, "val", model.scale, args.val_scenes, seed=7, jpeg_prob=args.jpeg_prob),
+            "jpeg_prob": torch.tensor(args.jpeg_prob),
         }
         if args.cache is not None:
             torch.save(data, args.cache)
@@ -186,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "lr": args.lr,
             "validation_scenes": args.val_scenes,
+            "jpeg_prob": args.jpeg_prob,
             "before": before,
             "after": after,
             **({"cross_validation": {"folds": args.cv_folds, **cv}} if cv else {}),

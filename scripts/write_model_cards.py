@@ -88,6 +88,25 @@ def _precision(amp: str | None) -> str:
     }.get(amp, str(amp))
 
 
+def _jpeg_phrase(facts: dict) -> str:
+    """Which stages also saw JPEG-compressed inputs (``data.jpeg_prob``); empty when none did (stages bundled
+    before the share was recorded had no JPEG step: it did not exist)."""
+    stages = facts.get("stages") or [facts]
+    shares = [float(s.get("jpeg_share", 0.0)) for s in stages]
+    if not any(shares):
+        return ""
+    if len(stages) == 1:
+        return f" {shares[0]:.0%} of the dark inputs were saved as JPEGs of quality 60–95 (`data.jpeg_prob`)."
+    parts = [
+        f"{share:.0%} in the {s['steps']} steps of stage {i + 1}"
+        for i, (share, s) in enumerate(zip(shares, stages))
+        if share
+    ]
+    return (
+        f" Dark inputs saved as JPEGs of quality 60–95 (`data.jpeg_prob`): {', '.join(parts)}, none before."
+    )
+
+
 def _recipe(facts: dict, name: str) -> str:
     default = (
         f"nightflow train {name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val"
@@ -130,7 +149,8 @@ def card(path: Path, results: dict) -> str:
   Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts)} of
   `scripts/photo_split.json` (Debian wallpaper packages and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
-  scene's thumbnail and oracle exposure as its context (`docs/design.md`). {_stage_precision(facts)}.
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}
+  {_stage_precision(facts)}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
 - Exposure head: {_exposure_line(fit)}
 - Recipe: {_recipe(facts, cfg.name)}

@@ -7,6 +7,7 @@ crop), classical baselines and a random-init tiny LoLiSRFlow checkpoint written 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -287,6 +288,14 @@ def test_shipped_suites_parse_and_plan(tmp_path):
         assert (f"runs/regression-x{s}-tiny", 0.0) in specs and (f"runs/sequential-x{s}-tiny", 0.0) in specs
     cascades = {c.info.spec for c in cells if c.info.kind == "baseline" and c.scale == 4}
     assert len(cascades) >= 3 and all("+" in s for s in cascades)
+
+    # the JPEG suite is the synthetic one with a JPEG step added: same photos, seeds and crops
+    jpeg = load_suite(SUITES / "synthetic-jpeg.yaml")
+    jpeg_data = {c.dataset.label: c.data for c in plan_suite(jpeg, SUITES / "synthetic-jpeg.yaml")}
+    assert jpeg_data.keys() == datasets.keys()
+    for label, cfg in jpeg_data.items():
+        assert cfg.preset == "dfsr-lle-jpeg" and datasets[label].preset == "dfsr-lle"
+        assert dataclasses.replace(cfg, preset="dfsr-lle") == datasets[label]
 
     rellisur = load_suite(SUITES / "rellisur.yaml")
     cells = plan_suite(rellisur, SUITES / "rellisur.yaml", tmp_path)

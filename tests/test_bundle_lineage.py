@@ -75,6 +75,9 @@ def test_card_describes_each_stage_photos_precision_and_recipe():
     assert cards._recipe(facts, "m").count("; then ") == 2 and "`more 200` (200 steps)" in cards._recipe(
         facts, "m"
     )
+    assert cards._jpeg_phrase(facts) == ""  # no stage saw JPEGs: nothing said
+    jpeg = bundle.chain_facts(facts, {**_run(300, total), "jpeg_share": 0.5})
+    assert "50% in the 300 steps of stage 4, none before" in cards._jpeg_phrase(jpeg)
     # a single run on every photo stays one short phrase
     assert cards._photos_phrase(_run(10, total)) == f"the {total} training photos"
     assert cards._stage_precision(_run(10, total)) == "float32 throughout"
@@ -120,6 +123,14 @@ def test_continues_is_refused_for_a_run_that_started_fresh(tmp_path, monkeypatch
     save_file({"w": torch.zeros(2)}, str(base), metadata={"nightflow_training": json.dumps(BASE)})
     assert bundle.main([str(run), "m", "--continues", str(base)]) == 2
     assert "continues nothing" in capsys.readouterr().err
+
+
+def test_jpeg_share_is_the_runs_override_else_its_presets():
+    bundle = _script("bundle_weights")
+    assert bundle.run_jpeg_share({"data": {"format": "synthetic", "preset": "dfsr-lle"}}) == 0.0
+    assert bundle.run_jpeg_share({"data": {"format": "synthetic", "preset": "dfsr-lle-jpeg"}}) == 1.0
+    assert bundle.run_jpeg_share({"data": {"format": "synthetic", "jpeg_prob": 0.5}}) == 0.5
+    assert bundle.run_jpeg_share({"data": {"format": "paired"}}) == 0.0
 
 
 def test_bundled_precision_is_what_the_trainer_recorded_even_for_an_auto_recipe():

@@ -401,6 +401,20 @@ def test_synthetic_rejects_bad_settings(photos):
     assert darker.preset.ev_range == (-2.0, -1.5) and darker.preset.name == "dfsr-lle"
 
 
+def test_synthetic_jpeg_share_overrides_the_preset(photos):
+    cfg = dict(format="synthetic", root=str(photos), patch_size=16, length=6, augment=False)
+    plain, mixed = (build_dataset(DataConfig(**cfg, jpeg_prob=p), train=False) for p in (None, 1.0))
+    assert plain.preset.jpeg_prob == 0.0 and mixed.preset.jpeg_prob == 1.0
+    # evaluation crops are central and JPEG is the last step: same target, JPEG-compressed input
+    assert torch.equal(plain[3]["hq"], mixed[3]["hq"]) and not torch.equal(plain[3]["lq"], mixed[3]["lq"])
+    # a zero share turns the preset's JPEG off exactly, random crops included
+    plain_t = build_dataset(DataConfig(**cfg), train=True)
+    off = build_dataset(DataConfig(**cfg, preset="dfsr-lle-jpeg", jpeg_prob=0.0), train=True)
+    assert torch.equal(off[3]["lq"], plain_t[3]["lq"]) and torch.equal(off[3]["hq"], plain_t[3]["hq"])
+    with pytest.raises(ConfigError, match=r"jpeg_prob must be within \[0, 1\]"):
+        DataConfig(**cfg, jpeg_prob=1.5)
+
+
 # ---------------------------------------------------------------------------------------------------- config
 
 

@@ -188,6 +188,32 @@ def test_degrade_shapes_determinism_and_params():
     assert d["preset"] == "dfsr-lle" and "shot_noise" in d and isinstance(d["unprocess"]["rgb2cam"], list)
 
 
+def test_jpeg_round_trip_is_8_bit_and_loses_more_at_lower_quality():
+    # a smooth image with fine texture: JPEG's error grows as the quality falls
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 48), torch.linspace(0, 1, 64), indexing="ij")
+    img = torch.stack([xx, yy, 0.5 + 0.2 * torch.sin(40 * xx) * torch.cos(30 * yy)]).clamp(0, 1)
+    hi, lo = D.jpeg_compress(img, 95), D.jpeg_compress(img, 30)
+    assert hi.shape == img.shape and hi.dtype == torch.float32
+    assert ((hi * 255) - (hi * 255).round()).abs().max() < 1e-4  # 8-bit levels, like the file
+    err_hi, err_lo = (hi - img).abs().mean(), (lo - img).abs().mean()
+    assert err_hi < 0.02 and err_lo > 2 * err_hi  # 0.012 and 0.032 here (4:2:0 costs the blue texture)
+    assert torch.equal(D.jpeg_compress(img, 60), D.jpeg_compress(img, 60))
+    with pytest.raises(ValueError, match="quality"):
+        D.jpeg_compress(img, 0)
+
+
+def test_jpeg_preset_is_dfsr_lle_then_a_jpeg_round_trip():
+    hq = torch.rand(3, 32, 48, generator=gen(6))
+    for scale in (1, 2):
+        plain, p_plain = D.degrade(hq, scale, "dfsr-lle", gen(5))
+        jpeg, p_jpeg = D.degrade(hq, scale, "dfsr-lle-jpeg", gen(5))
+        assert p_plain.jpeg_quality is None and 60 <= p_jpeg.jpeg_quality <= 95
+        # same draws up to the JPEG step (so dfsr-lle's pairs did not change when JPEG was added), JPEG last
+        assert p_jpeg.ev == p_plain.ev and p_jpeg.shot_noise == p_plain.shot_noise
+        assert torch.equal(jpeg, D.jpeg_compress(plain, p_jpeg.jpeg_quality))
+        assert p_jpeg.to_dict()["jpeg_quality"] == p_jpeg.jpeg_quality
+
+
 def test_lol_blur_preset_blurs_and_stays_at_x1():
     hq = torch.rand(3, 32, 32, generator=gen(8))
     lq, params = D.degrade(hq, 1, "lol-blur", gen(9))

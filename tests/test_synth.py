@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -117,6 +118,35 @@ def test_other_settings_need_overwrite(photos, tmp_path, capsys):
     assert _files(out) == old
     assert synth(photos, out, "--seed", "2", "--scales", "1,2", "--overwrite") == 0
     assert json.loads((out / "manifest.json").read_text())["settings"]["seed"] == 2
+
+
+def test_a_folder_made_before_a_preset_field_existed_resumes(photos, tmp_path):
+    out = tmp_path / "out"
+    assert synth(photos, out, "--scales", "1", "--seed", "4") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("jpeg_prob", "jpeg_quality"):  # what an older nightflow wrote
+        del manifest["settings"]["preset"][key]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert synth(photos, out, "--scales", "1", "--seed", "4") == 0  # same settings: resumed, not refused
+    assert synth(photos, out, "--scales", "1", "--seed", "4", "--preset", "dfsr-lle-jpeg") == 2
+
+
+def test_jpeg_preset_writes_jpeg_qualities_to_the_manifest(photos, tmp_path):
+    out = tmp_path / "jpeg"
+    assert synth(photos, out, "--scales", "1", "--preset", "dfsr-lle-jpeg") == 0
+    items = json.loads((out / "manifest.json").read_text())["items"]
+    qualities = [lq["params"]["jpeg_quality"] for item in items.values() for lq in item["lllr"]]
+    assert len(qualities) == 3 and all(60 <= q <= 95 for q in qualities)
+
+
+def test_preset_choices_are_the_registered_presets():
+    from nightflow.commands.synth import add_arguments
+    from nightflow.data.degrade import PRESETS
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    action = next(a for a in parser._actions if a.dest == "preset")
+    assert sorted(action.choices) == sorted(PRESETS.names())
 
 
 def test_bad_arguments_are_one_line_errors(photos, tmp_path, capsys):

@@ -5,8 +5,9 @@ OUT/LLLR/<scene>-<|EV|>.png (one per exposure), with copies of the targets under
 OUT/NLHR-Duplicates/X{s}/, so `format: rellisur` reads the result. OUT/manifest.json records every drawn
 degradation value and seed. The same seed gives the same files; a rerun skips finished photos.
 
-Presets: dfsr-lle (low light + sensor noise, x1/x2/x4; blur and decimation in linear light before the noise)
-and lol-blur (low light + noise + camera-shake motion blur, x1).
+Presets: dfsr-lle (low light + sensor noise, x1/x2/x4; blur and decimation in linear light before the noise),
+dfsr-lle-jpeg (the same, then each dark image saved as a JPEG of quality 60-95, as phones and messaging apps
+store photos) and lol-blur (low light + noise + camera-shake motion blur, x1).
 
 examples:
   nightflow synth data/photos/train data/synth-train --scales 2,4 --seed 1
@@ -52,7 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="folder of normal-light photos (PNG, JPEG, TIFF)")
     parser.add_argument("out", metavar="OUT", help="output folder (created; RELLISUR layout)")
     parser.add_argument(
-        "--preset", default="dfsr-lle", choices=["dfsr-lle", "lol-blur"], help="degradation recipe"
+        "--preset",
+        default="dfsr-lle",
+        choices=["dfsr-lle", "dfsr-lle-jpeg", "lol-blur"],
+        help="degradation recipe (default dfsr-lle; dfsr-lle-jpeg also JPEG-compresses each dark image)",
     )
     parser.add_argument("--scales", default=None, help="comma-separated scales (default: 1,2,4; lol-blur: 1)")
     parser.add_argument(

@@ -59,6 +59,7 @@ class DataConfig:
     augment: bool = True  # random flips and 90° rotations (training only)
     preset: str = "dfsr-lle"  # synthetic: degradation preset
     ev_range: list[float] | None = None  # synthetic: [low, high] EV, overrides the preset's range
+    jpeg_prob: float | None = None  # synthetic: share of scenes saved as JPEG, overrides the preset's (0 … 1)
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
     seed: int = 0
     lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)
@@ -105,6 +106,8 @@ class DataConfig:
             if len(self.ev_range) != 2:
                 raise ConfigError(f"data.ev_range must be [low, high], got {self.ev_range}")
             self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
+        if self.jpeg_prob is not None and not 0.0 <= self.jpeg_prob <= 1.0:
+            raise ConfigError(f"data.jpeg_prob must be within [0, 1], got {self.jpeg_prob}")
         if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
@@ -330,6 +333,7 @@ class SyntheticDataset(Dataset):
         train: bool = True,
         augment: bool = True,
         ev_range: tuple[float, float] | list[float] | None = None,
+        jpeg_prob: float | None = None,
         recursive: bool = True,
         cache: bool = True,
         scene_size: int = 384,
@@ -340,6 +344,8 @@ class SyntheticDataset(Dataset):
         self.preset = deg.get_preset(preset)
         if ev_range is not None:
             self.preset = dataclasses.replace(self.preset, ev_range=(min(ev_range), max(ev_range)))
+        if jpeg_prob is not None:
+            self.preset = dataclasses.replace(self.preset, jpeg_prob=float(jpeg_prob))
         if scale not in self.preset.scales:
             raise UserError(
                 f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"
@@ -468,6 +474,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> Dataset:
         preset=cfg.preset,
         length=cfg.length,
         ev_range=cfg.ev_range,
+        jpeg_prob=cfg.jpeg_prob,
         recursive=cfg.recursive,
         cache=True,  # photos are re-read for every crop: always keep them decoded (DataConfig refuses cache)
         scene_size=cfg.scene_size,

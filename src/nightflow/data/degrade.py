@@ -22,6 +22,9 @@ Default ranges (the ``DegradeConfig`` fields, all overridable):
 - quantisation of the linear signal (the ADC) to U{10..14} bits.
 - resolution (×2/×4 only): Gaussian blur, isotropic or (half the time) anisotropic with a random angle,
   σ ~ U(0.2, 1.2)·scale in high-resolution pixels, then area decimation by the scale.
+- JPEG (``dfsr-lle-jpeg``; off in ``dfsr-lle``): the dark sRGB image saved as a JPEG of quality U{60..95} with
+  4:2:0 chroma subsampling, as a phone or a messaging app stores it; brightening it later amplifies the blocks
+  and chroma smearing of its shadows, so a model that will see JPEGs has to learn them.
 - camera shake (``lol-blur``): a random-walk trajectory with inertia and occasional jerks, length U(3, 25) px,
   rendered into a normalised kernel centred on its centroid (so the blur does not shift the image).
 """
@@ -29,12 +32,15 @@ Default ranges (the ``DegradeConfig`` fields, all overridable):
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..registry import Registry
 
@@ -221,6 +227,23 @@ def quantise(x: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.round(x.clamp(0.0, 1.0) * levels) / levels
 
 
+def jpeg_compress(srgb: torch.Tensor, quality: int) -> torch.Tensor:
+    """A 3×H×W sRGB image in [0, 1] after a JPEG round trip at ``quality`` (1–95, 4:2:0 chroma subsampling, as
+    cameras and messaging apps store photos); 8-bit, like the file it stands for. Pillow's encoder, so a quality
+    means what it means in every image tool."""
+    if srgb.ndim != 3 or srgb.shape[0] != 3:
+        raise ValueError(f"jpeg_compress expects one 3×H×W image, got shape {tuple(srgb.shape)}")
+    if not 1 <= int(quality) <= 95:
+        raise ValueError(f"JPEG quality must be in 1..95, got {quality}")
+    a = (srgb.detach().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="JPEG", quality=int(quality), subsampling=2)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        out = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).contiguous().to(srgb.device)
+
+
 # ---------------------------------------------------------------------------------------------------- blur, resolution
 
 
@@ -361,12 +384,17 @@ class DegradeConfig:
     isotropic_prob: float = 0.5
     motion_blur_prob: float = 0.0
     motion_length: tuple[float, float] = (3.0, 25.0)
+    jpeg_prob: float = (
+        0.0  # 0 draws nothing, so presets without JPEG make the same pairs as before it existed
+    )
+    jpeg_quality: tuple[int, int] = (60, 95)
 
 
 # name → recipe; a new preset is one line here
 PRESETS: Registry[DegradeConfig] = Registry("degradation preset")
 PRESETS.add("dfsr-lle", DegradeConfig(name="dfsr-lle"))
 PRESETS.add("lol-blur", DegradeConfig(name="lol-blur", scales=(1,), motion_blur_prob=1.0))
+PRESETS.add("dfsr-lle-jpeg", DegradeConfig(name="dfsr-lle-jpeg", jpeg_prob=1.0))
 
 
 def get_preset(preset: str | DegradeConfig) -> DegradeConfig:
@@ -393,6 +421,7 @@ class DegradationParams:
     read_noise: float = 0.0
     row_noise: float = 0.0
     quant_bits: int | None = None
+    jpeg_quality: int | None = None  # None: not saved as a JPEG
     # the camera-shake kernel itself (linear light, sums to 1), for losses that re-blur through the known
     # degradation (losses.selfsup ``reblur``); not part of the manifest
     motion_kernel: torch.Tensor | None = dataclasses.field(default=None, repr=False, compare=False)
@@ -436,7 +465,8 @@ def degrade(
 
     Order: sRGB → linear (Brooks unprocessing or the sRGB curve) → camera shake → Gaussian blur + area
     decimation (×2/×4) → darken by ``ev`` (drawn from the preset when None) → Poisson–Gaussian (+row) noise →
-    ADC quantisation → back to sRGB with the same camera → clip to [0, 1]. ``seed`` is only recorded.
+    ADC quantisation → back to sRGB with the same camera → clip to [0, 1] → JPEG round trip (with the preset's
+    ``jpeg_prob``). ``seed`` is only recorded.
     """
     cfg = get_preset(preset)
     if hq_srgb.ndim != 3 or hq_srgb.shape[0] != 3:
@@ -479,4 +509,10 @@ def degrade(
     linear = quantise(linear, params.quant_bits)
 
     out = reprocess(linear, params.unprocess) if params.unprocess is not None else linear_to_srgb(linear)
-    return out.clamp(0.0, 1.0).contiguous(), params
+    out = out.clamp(0.0, 1.0)
+    # no draw at all when the preset has no JPEG: the random stream (and every pair made so far) stays the same
+    if cfg.jpeg_prob > 0 and _uniform(generator, 0.0, 1.0) < cfg.jpeg_prob:
+        lo_q, hi_q = cfg.jpeg_quality
+        params.jpeg_quality = int(torch.randint(lo_q, hi_q + 1, (), generator=generator))
+        out = jpeg_compress(out, params.jpeg_quality)
+    return out.contiguous(), params

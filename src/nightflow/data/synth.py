@@ -115,6 +115,16 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(data, indent=1, sort_keys=True))
 
 
+def _with_new_preset_defaults(settings: Any) -> Any:
+    """An older manifest's settings with the preset fields added since (e.g. ``jpeg_prob``) at their defaults,
+    which reproduce what that version made, so a folder made before a new field existed can still be resumed."""
+    if not isinstance(settings, dict) or not isinstance(settings.get("preset"), dict):
+        return settings
+    defaults = json.loads(json.dumps(dataclasses.asdict(deg.DegradeConfig())))
+    missing = {k: v for k, v in defaults.items() if k not in settings["preset"] and k != "name"}
+    return {**settings, "preset": {**settings["preset"], **missing}}
+
+
 def _load_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[str, Any]:
     fresh = {
         "version": MANIFEST_VERSION,
@@ -129,7 +139,7 @@ def _load_manifest(path: Path, settings: dict[str, Any], overwrite: bool) -> dic
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"{path} is unreadable ({exc}); remove it or pass --overwrite") from None
-    if old.get("settings") != settings:
+    if _with_new_preset_defaults(old.get("settings")) != settings:
         raise UserError(
             f"{path.parent} was made with different settings (preset, scales, EVs, seed or bit depth); "
             "use another output folder or pass --overwrite"
