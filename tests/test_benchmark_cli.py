@@ -170,6 +170,7 @@ def test_benchmark_end_to_end(data, tmp_path, capsys):
     assert "Paper net (published)" in md and "21.50" in md
     assert f"{by_cell[('flow', 'pairs-x2')]['mean']['psnr']:.2f}" in md
     assert "## Conventions" in md and "skimage convention" in md
+    assert "dfsr-lle preset, seed 7" in md  # synthetic data says how it was made
     assert "Benchmark: fixture" in capsys.readouterr().out
 
     # the figure is a real image holding the ground-truth crop pixel for pixel
