@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 from pathlib import Path
@@ -137,16 +136,6 @@ def test_jpeg_preset_writes_jpeg_qualities_to_the_manifest(photos, tmp_path):
     items = json.loads((out / "manifest.json").read_text())["items"]
     qualities = [lq["params"]["jpeg_quality"] for item in items.values() for lq in item["lllr"]]
     assert len(qualities) == 3 and all(60 <= q <= 95 for q in qualities)
-
-
-def test_preset_choices_are_the_registered_presets():
-    from nightflow.commands.synth import add_arguments
-    from nightflow.data.degrade import PRESETS
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    action = next(a for a in parser._actions if a.dest == "preset")
-    assert sorted(action.choices) == sorted(PRESETS.names())
 
 
 def test_bad_arguments_are_one_line_errors(photos, tmp_path, capsys):

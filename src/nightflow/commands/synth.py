@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import re
 
+from ..data.degrade import PRESETS
 from ..errors import UserError
 
 
@@ -55,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset",
         default="dfsr-lle",
-        choices=["dfsr-lle", "dfsr-lle-jpeg", "lol-blur"],
+        choices=PRESETS.names(),
         help="degradation recipe (default dfsr-lle; dfsr-lle-jpeg also JPEG-compresses each dark image)",
     )
     parser.add_argument("--scales", default=None, help="comma-separated scales (default: 1,2,4; lol-blur: 1)")

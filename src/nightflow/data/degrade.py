@@ -384,9 +384,8 @@ class DegradeConfig:
     isotropic_prob: float = 0.5
     motion_blur_prob: float = 0.0
     motion_length: tuple[float, float] = (3.0, 25.0)
-    jpeg_prob: float = (
-        0.0  # 0 draws nothing, so presets without JPEG make the same pairs as before it existed
-    )
+    # 0 draws nothing, so presets without JPEG make the same pairs as before the JPEG step existed
+    jpeg_prob: float = 0.0
     jpeg_quality: tuple[int, int] = (60, 95)
 
 
