@@ -1,6 +1,6 @@
 """Copy a trained run's weights into the package (nightflow/weights/<name>.safetensors) as float16.
 
-Why float16: the bundled models must stay small together (about 30 MB for five); rounding the stored weights does not affect
+Why float16: the bundled models must stay small together (about 6 MB each); rounding the stored weights does not affect
 invertibility (encode and decode use the same rounded weights, computed in float32). The run's training facts
 (steps, wall time, hardware, recipe) go into the file's metadata for the model card.
 
@@ -26,10 +26,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from nightflow.config import to_dict
 from nightflow.data.degrade import get_preset
 from nightflow.data.io import list_images
 from nightflow.data.layouts import split_dir
-from nightflow.models.checkpoint import read_metadata
+from nightflow.errors import ConfigError
+from nightflow.models import zoo
+from nightflow.models.checkpoint import CONFIG_KEY, load_config, read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, _resolve_checkpoint
 
 
@@ -84,6 +87,25 @@ def run_jpeg_share(run_cfg: dict) -> float:
     if data.get("jpeg_prob") is not None:
         return float(data["jpeg_prob"])
     return float(get_preset(str(data.get("preset", "dfsr-lle"))).jpeg_prob)
+
+
+def variant_config(src: Path, name: str) -> str | None:
+    """The model config to store for weights bundled as the zoo variant ``name`` (JSON), None when ``name`` is
+    not a variant. The run trained them as the variant's base, so its config carries the base's name: they take
+    the variant's name and description, and any other difference from the zoo's config is an error (the file
+    would not be the architecture the zoo says)."""
+    if zoo.variant_base(name) is None:
+        return None
+    want = to_dict(zoo.get_config(name))
+    stored = to_dict(load_config(src))
+    renamed = {**stored, "name": want["name"], "description": want["description"]}
+    differ = sorted(k for k in set(want) | set(renamed) if want.get(k) != renamed.get(k))
+    if differ:
+        raise ConfigError(
+            f"{src}: its model config differs from {name}'s in {', '.join(differ)}; a variant shares its "
+            f"base's ({zoo.variant_base(name)}) architecture"
+        )
+    return json.dumps(renamed)
 
 
 STAGE_KEYS = (
@@ -174,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         facts = chain_facts(base, facts)
     meta["nightflow_training"] = json.dumps(facts)
+    try:
+        renamed = variant_config(src, args.name)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if renamed is not None:
+        meta[CONFIG_KEY] = renamed
     tensors = {k: (v.half() if v.is_floating_point() else v) for k, v in load_file(str(src)).items()}
     WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
     dst = WEIGHTS_DIR / f"{args.name}.safetensors"

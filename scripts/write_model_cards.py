@@ -2,9 +2,11 @@
 
 The card states what the weights are, how they were trained (from the training facts that
 scripts/bundle_weights.py stored in the file's metadata) and what they score on the shipped synthetic suite (from
-the results.json of `nightflow benchmark benchmarks/suites/synthetic.yaml`).
+the results.json of `nightflow benchmark benchmarks/suites/synthetic.yaml`), then on any other suite whose
+results are given and that scores them (the JPEG variants: benchmarks/suites/jpeg-variants.yaml).
 
-    python scripts/write_model_cards.py runs/benchmarks/synthetic/results.json
+    python scripts/write_model_cards.py runs/benchmarks/synthetic/results.json \
+        runs/benchmarks/jpeg-variants/results.json
 """
 
 from __future__ import annotations
@@ -45,18 +47,36 @@ HANDWRITTEN = {"ssflow-tiny": "self-supervised training, with its own losses and
 FIRST_TRAIN_PHOTOS = 24
 
 
-def _scores(results: dict, scale: int, name: str) -> list[str]:
-    """The suite's rows for the bundled model ``name`` (its spec, with {scale} filled in, resolves to it)."""
+def _scores(results: dict, scale: int, name: str, name_datasets: bool = False) -> list[str]:
+    """The suite's rows for the bundled model ``name`` (its spec, with {scale} filled in, resolves to it) on its
+    scale's datasets; each line names its dataset when ``name_datasets`` or when it is not labelled ``x{scale}``."""
     lines = []
     for cell in results["cells"]:
         model, mean = cell["model"], cell["result"]["mean"]
         spec = str(model.get("spec", "")).replace("{scale}", str(scale))
-        if cell["dataset"] != f"x{scale}" or canonical(spec) != name:
+        if int(cell["result"]["data"]["scale"]) != scale or canonical(spec) != name:
             continue
         temperature = model.get("temperature") or 0.0
         parts = [f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float))]
-        lines.append(f"- temperature {temperature}: " + ", ".join(parts))
+        named = name_datasets or cell["dataset"] != f"x{scale}"
+        where = f"{cell['dataset']}, " if named else ""
+        lines.append(f"- {where}temperature {temperature}: " + ", ".join(parts))
     return lines
+
+
+def _other_suites(others: list[dict], scale: int, name: str) -> str:
+    """A section per further suite that scores ``name`` (empty when none does)."""
+    text = ""
+    for results in others:
+        rows = _scores(results, scale, name, name_datasets=True)
+        if not rows:
+            continue
+        suite = results["suite"]
+        text += (
+            f"\n## Scores on the {suite} suite\n`nightflow benchmark benchmarks/suites/{suite}.yaml`: "
+            f"{results['description'].strip()}\n" + "\n".join(rows) + "\n"
+        )
+    return text
 
 
 def _exposure_line(fit: dict | None) -> str:
@@ -132,13 +152,25 @@ def _stage_precision(facts: dict) -> str:
     return "; then ".join(f"{k} ({s['steps']} steps)" for k, s in zip(kinds, stages))
 
 
-def card(path: Path, results: dict) -> str:
+def card(path: Path, results: dict, others: list[dict] | None = None) -> str:
     cfg = load_config(path)
     meta = read_metadata(path)
     facts = json.loads(meta.get("nightflow_training", "{}"))
     fit = json.loads(meta.get("nightflow_exposure_fit", "null"))
     patch = facts.get("patch_size", "?")
-    scores = _scores(results, cfg.scale, cfg.name) or ["- (not in the suite's results)"]
+    scores = _scores(results, cfg.scale, cfg.name)
+    further = _other_suites(others or [], cfg.scale, cfg.name)
+    main_suite = (
+        f"""
+## Scores on the shipped synthetic suite
+`nightflow benchmark {SUITE}` (validation photos, never seen in training, synthesised at ×{cfg.scale} with seed 0,
+10 pairs, 384 px centre crops; PSNR on RGB, SSIM skimage convention, LPIPS AlexNet v0.1; `_gtmean` columns are
+GT-mean rescaled, reported separately):
+{chr(10).join(scores or ["- (not in the suite's results)"])}
+"""
+        if scores or not further
+        else ""
+    )
     steps, seconds = facts.get("steps", "?"), facts.get("wall_time_s", 0.0)
     return f"""# {cfg.name}
 
@@ -157,13 +189,7 @@ def card(path: Path, results: dict) -> str:
 - Iterations: {steps} (checkpoint {_checkpoints(facts)}, EMA weights, decay 0.995), wall time
   {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.
 - Final logged losses: {facts.get("final_losses", {})}
-
-## Scores on the shipped synthetic suite
-`nightflow benchmark {SUITE}` (validation photos, never seen in training, synthesised at ×{cfg.scale} with seed 0,
-10 pairs, 384 px centre crops; PSNR on RGB, SSIM skimage convention, LPIPS AlexNet v0.1; `_gtmean` columns are
-GT-mean rescaled, reported separately):
-{chr(10).join(scores)}
-
+{main_suite}{further}
 ## Limits
 Trained briefly on synthetic degradations of a few dozen photos on a CPU: expect it to brighten and denoise
 plausibly, not to match models trained on RELLISUR or LOL. Retrain with your data (README, "Train").
@@ -172,16 +198,16 @@ plausibly, not to match models trained on RELLISUR or LOL. Retrain with your dat
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
+    if not argv:
         print(__doc__, file=sys.stderr)
         return 2
-    results = json.loads(Path(argv[0]).read_text())
+    results, *others = (json.loads(Path(a).read_text()) for a in argv)
     for path in sorted(WEIGHTS_DIR.glob("*.safetensors")):
         out = path.with_suffix(".md")
         if path.stem in HANDWRITTEN:
             print(f"kept {out} (written by hand: {HANDWRITTEN[path.stem]})")
             continue
-        out.write_text(card(path, results))
+        out.write_text(card(path, results, others))
         print(f"wrote {out}")
     return 0
 

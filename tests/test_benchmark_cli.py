@@ -298,6 +298,21 @@ def test_shipped_suites_parse_and_plan(tmp_path):
         assert cfg.preset == "dfsr-lle-jpeg" and datasets[label].preset == "dfsr-lle"
         assert dataclasses.replace(cfg, preset="dfsr-lle") == datasets[label]
 
+    # the JPEG-variant suites score the synthetic suite's pairs too, lossless and JPEG; the quality sweep
+    # differs between its sets only by the JPEG quality
+    variants = plan_suite(load_suite(SUITES / "jpeg-variants.yaml"), SUITES / "jpeg-variants.yaml")
+    for c in variants:
+        plain = dataclasses.replace(c.data, preset="dfsr-lle")
+        assert plain == datasets[f"x{c.scale}"] and c.data.preset in ("dfsr-lle", "dfsr-lle-jpeg")
+    assert {c.info.spec for c in variants if c.info.kind == "zoo"} == {
+        f"lolisrflow-x{s}{v}" for s in (1, 2, 4) for v in ("", "-jpeg")
+    }
+    sweep = plan_suite(load_suite(SUITES / "jpeg-quality-x2.yaml"), SUITES / "jpeg-quality-x2.yaml")
+    qualities = {c.dataset.label: c.data.jpeg_quality for c in sweep}
+    assert qualities == {"lossless": None, "q95": [95, 95], "q85": [85, 85], "q75": [75, 75], "q60": [60, 60]}
+    for c in sweep:
+        assert dataclasses.replace(c.data, preset="dfsr-lle", jpeg_quality=None) == datasets["x2"]
+
     rellisur = load_suite(SUITES / "rellisur.yaml")
     cells = plan_suite(rellisur, SUITES / "rellisur.yaml", tmp_path)
     assert {(c.data.format, c.data.split, c.data.scale, c.data.crop_lq) for c in cells} == {

@@ -140,3 +140,51 @@ def test_bundled_precision_is_what_the_trainer_recorded_even_for_an_auto_recipe(
     assert bundle.run_amp(auto, {"nightflow": json.dumps({"amp": "bf16"})}) == "bf16"  # plain weights
     assert bundle.run_amp(auto, {}) == "auto"  # not recorded: never guessed
     assert bundle.run_amp({"train": {"amp": "bf16"}}, {}) == "bf16"  # older checkpoints: the recipe's value
+
+
+def test_weights_bundled_as_a_variant_take_its_name_and_must_have_its_architecture(tmp_path):
+    from nightflow.errors import ConfigError
+    from nightflow.models import build_model
+    from nightflow.models.checkpoint import save_model
+    from nightflow.models.zoo import get_config
+
+    bundle = _script("bundle_weights")
+    base_cfg = get_config("lolisrflow-x2-tiny")
+    trained = save_model(build_model(base_cfg), tmp_path / "x2.safetensors", base_cfg)
+    stored = json.loads(bundle.variant_config(trained, "lolisrflow-x2-tiny-jpeg"))
+    assert stored["name"] == "lolisrflow-x2-tiny-jpeg" and stored["flow"]["hidden"] == base_cfg.flow.hidden
+    assert stored["description"] == get_config("lolisrflow-x2-jpeg").description
+    assert bundle.variant_config(trained, "lolisrflow-x2-tiny") is None  # not a variant: stored as trained
+    x4_cfg = get_config("lolisrflow-x4-tiny")
+    x4 = save_model(build_model(x4_cfg), tmp_path / "x4.safetensors", x4_cfg)
+    with pytest.raises(ConfigError, match="differs from lolisrflow-x2-tiny-jpeg's in .*scale"):
+        bundle.variant_config(x4, "lolisrflow-x2-tiny-jpeg")
+
+
+def _cell(spec: str, label: str, scale: int, psnr: float) -> dict:
+    return {
+        "model": {"spec": spec, "temperature": 0.0},
+        "dataset": label,
+        "result": {"data": {"scale": scale}, "mean": {"psnr": psnr}},
+    }
+
+
+def test_cards_list_every_suite_that_scores_the_model_naming_its_datasets():
+    cards = _script("write_model_cards")
+    synthetic = {"suite": "synthetic", "cells": [_cell("lolisrflow-x{scale}", "x2", 2, 19.7)]}
+    variants = {
+        "suite": "jpeg-variants",
+        "description": "lossless and JPEG.",
+        "cells": [
+            _cell("lolisrflow-x{scale}-jpeg", "x2", 2, 19.5),
+            _cell("lolisrflow-x{scale}-jpeg", "x2 JPEG", 2, 19.8),
+            _cell("lolisrflow-x{scale}-jpeg", "x4 JPEG", 4, 18.5),  # another scale: not this card's
+            _cell("lolisrflow-x{scale}", "x2 JPEG", 2, 18.5),  # another model
+        ],
+    }
+    assert cards._scores(synthetic, 2, "lolisrflow-x2-tiny") == ["- temperature 0.0: psnr 19.7"]
+    assert cards._scores(synthetic, 2, "lolisrflow-x2-tiny-jpeg") == []
+    section = cards._other_suites([synthetic, variants], 2, "lolisrflow-x2-tiny-jpeg")
+    assert "## Scores on the jpeg-variants suite" in section and "synthetic suite" not in section
+    assert "- x2, temperature 0.0: psnr 19.5\n- x2 JPEG, temperature 0.0: psnr 19.8\n" in section
+    assert "18.5" not in section

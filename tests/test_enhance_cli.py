@@ -127,6 +127,51 @@ def test_never_writes_over_an_input(tmp_path, fake_load, capsys):
     assert victim.read_bytes() == before
 
 
+def test_without_model_jpeg_files_get_the_jpeg_variant_and_are_told_so(tmp_path, fake_load, capsys):
+    import json
+
+    from nightflow.data.io import read_image_text
+
+    _write(tmp_path / "a.png")
+    _write(tmp_path / "b.jpg")
+    _write(tmp_path / "c.png.jpg", seed=3)  # the name does not decide: its bytes do
+    os.replace(tmp_path / "c.png.jpg", tmp_path / "c.png")  # a JPEG named .png
+    assert main(["enhance", str(tmp_path), "--json"]) == 0
+    assert sorted(fake_load) == [
+        ("lolisrflow-x2", "auto"),
+        ("lolisrflow-x2-jpeg", "auto"),
+    ]  # each loaded once
+    captured = capsys.readouterr()
+    doc = json.loads(captured.out)
+    assert doc["model"] == "auto" and doc["scale"] == 2
+    assert {Path(i["input"]).name: i["model"] for i in doc["images"]} == {
+        "a.png": "lolisrflow-x2",
+        "b.jpg": "lolisrflow-x2-jpeg",
+        "c.png": "lolisrflow-x2-jpeg",
+    }
+    note = [line for line in captured.err.splitlines() if "note:" in line]
+    assert len(note) == 1 and "2 inputs are JPEGs" in note[0] and "lolisrflow-x2-jpeg" in note[0]
+    assert "--model" in note[0] and "1 other(s) lolisrflow-x2" in note[0]
+    out = tmp_path / "nightflow_out"
+    record = json.loads(read_image_text(out / "b_x2.png")["nightflow"])
+    assert record["model"] == "lolisrflow-x2-jpeg"
+    # run again: every output is kept (each was recorded with the model that made it)
+    assert main(["enhance", str(tmp_path)]) == 0
+    assert "kept 3 already done" in capsys.readouterr().out
+
+
+def test_without_model_scale_picks_the_bundled_pair_and_model_uses_one_for_all(tmp_path, fake_load, capsys):
+    _write(tmp_path / "a.png")
+    _write(tmp_path / "b.jpg")
+    assert main(["enhance", str(tmp_path), "--scale", "4", "-o", str(tmp_path / "x4"), "--quiet"]) == 0
+    assert sorted(n for n, _ in fake_load) == ["lolisrflow-x4", "lolisrflow-x4-jpeg"]
+    assert capsys.readouterr().err == ""  # --quiet: no note either
+    fake_load.clear()
+    assert main(["enhance", str(tmp_path), "--model", "lolisrflow-x2", "-o", str(tmp_path / "one")]) == 0
+    assert fake_load == [("lolisrflow-x2", "auto")]
+    assert "JPEG" not in capsys.readouterr().err  # the user chose: nothing to tell
+
+
 def test_float_tiff_gives_16bit_png(tmp_path, fake_load):
     import tifffile
 
@@ -145,7 +190,7 @@ def test_float_tiff_gives_16bit_png(tmp_path, fake_load):
         (None, ["nothing/*.png"], "no images match"),
         ("garbage", ["bad.png"], "cannot read image"),
         ("tiny", ["tiny.png"], "tiny.png: image is only 1×1"),
-        ("ok", ["ok.png", "--scale", "4"], "upscales x2 but --scale 4"),
+        ("ok", ["ok.png", "--model", "lolisrflow-x2", "--scale", "4"], "upscales x2 but --scale 4"),
         ("ok", ["ok.png", "--uncertainty", "--uncertainty-samples", "1"], "at least 2 samples"),
         ("ok", ["ok.png", "-o", "ok.png"], "is a file"),
     ],

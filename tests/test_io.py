@@ -66,6 +66,16 @@ def test_jpeg_is_read_as_rgb_uint8(tmp_path):
     assert abs(int(back[8, 8, 0]) - 200) <= 3 and back[8, 8, 2] <= 3
 
 
+def test_is_jpeg_reads_the_bytes_not_the_name(tmp_path):
+    from nightflow.data.io import is_jpeg
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    Image.fromarray(img).save(tmp_path / "photo.png", format="JPEG")  # a JPEG under a PNG name
+    Image.fromarray(img).save(tmp_path / "real.jpg", format="PNG")  # and the other way round
+    assert is_jpeg(tmp_path / "photo.png") and not is_jpeg(tmp_path / "real.jpg")
+    assert not is_jpeg(tmp_path / "missing.jpg") and not is_jpeg(tmp_path)  # unreadable: not a JPEG
+
+
 def test_grey_becomes_rgb_8_and_16_bit(tmp_path):
     g8 = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
     Image.fromarray(g8, "L").save(tmp_path / "g8.png")

@@ -218,10 +218,13 @@ STATE_DICT_KEYS = {
     "llflow-small": "31d99c2136add746",
     "lolisrflow-x1-paper": "028fa45f23c57a37",
     "lolisrflow-x1-tiny": "fc2db467b052675e",
+    "lolisrflow-x1-tiny-jpeg": "fc2db467b052675e",  # a variant: its base's architecture
     "lolisrflow-x2-paper": "1ff1ef25df96971e",
     "lolisrflow-x2-tiny": "7ab9689eff16ddc4",
+    "lolisrflow-x2-tiny-jpeg": "7ab9689eff16ddc4",  # a variant: its base's architecture
     "lolisrflow-x4-paper": "93ca00b47695d320",
     "lolisrflow-x4-tiny": "ee6c524232fa6a59",
+    "lolisrflow-x4-tiny-jpeg": "ee6c524232fa6a59",  # a variant: its base's architecture
     "regression-x1-tiny": "b1a8affbb29cd12d",
     "regression-x2-tiny": "8ceedff29181d01f",
     "regression-x4-tiny": "61396bce4b5c7778",

@@ -179,6 +179,42 @@ def test_zoo_name_without_weights_says_so_and_unknown_names_fail_clearly():
         nightflow.load("runs/missing/model.safetensors")
 
 
+def test_zoo_variants_share_their_base_architecture_and_bundled_files_store_their_zoo_config():
+    from nightflow.config import to_dict
+    from nightflow.models import zoo
+    from nightflow.models.checkpoint import load_config
+
+    variants = [n for n in config_names() if zoo.variant_base(n)]
+    assert {f"lolisrflow-x{s}-tiny-jpeg" for s in (1, 2, 4)} <= set(variants)
+    for name in variants:
+        base = to_dict(get_config(zoo.variant_base(name)))
+        mine = to_dict(get_config(name))
+        assert mine["name"] == name and mine["description"] != base["description"]
+        assert {k for k in mine if mine[k] != base[k]} == {"name", "description"}
+        assert zoo.canonical(name.replace("-tiny", "")) == name  # the short alias, as for the bases
+    for name in config_names():
+        if zoo.weights_path(name).is_file():  # what `nightflow models` says is what the file holds
+            assert to_dict(load_config(zoo.weights_path(name))) == to_dict(get_config(name)), name
+
+
+def test_a_variant_may_set_only_its_name_and_description(tmp_path, monkeypatch):
+    from nightflow.models import zoo
+
+    monkeypatch.setattr(zoo, "CONFIG_DIR", tmp_path)
+    (tmp_path / "base.yaml").write_text((zoo.PACKAGE / "configs" / "lolisrflow-x2-tiny.yaml").read_text())
+    (tmp_path / "ok.yaml").write_text("variant_of: base\nname: ok\ndescription: other weights\n")
+    assert get_config("ok").flow == get_config("base").flow and get_config("ok").name == "ok"
+    cases = {
+        "wider": ("variant_of: base\nname: wider\nflow: {hidden: 64}\n", "may set only name and description"),
+        "orphan": ("variant_of: nothing\nname: orphan\n", "unknown model 'nothing'"),
+        "chain": ("variant_of: ok\nname: chain\n", "'ok' is itself a variant"),
+    }
+    for name, (text, message) in cases.items():
+        (tmp_path / f"{name}.yaml").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            get_config(name)
+
+
 def test_misspelt_yaml_key_is_an_error_naming_the_key(tmp_path):
     from nightflow.config import load_config
 

@@ -25,7 +25,7 @@ from nightflow.cli import main  # noqa: E402
 from nightflow.data.io import read_image, write_image  # noqa: E402
 from nightflow.demo import samples  # noqa: E402
 from nightflow.errors import UserError  # noqa: E402
-from nightflow.ui import Runner, bundled_models, launch  # noqa: E402
+from nightflow.ui import AUTO, AUTO_LABEL, Runner, bundled_models, launch  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -53,6 +53,25 @@ def test_runner_writes_the_cli_files_16_bit_kept(tmp_path):
         assert np.array_equal(read_image(path), read_image(tmp_path / f"cli_s0{i}.png"))
     assert not np.array_equal(read_image(out["samples"][0]), read_image(out["samples"][1]))
     assert bundled_models() and all(m["bundled"] for m in bundled_models())
+
+
+def test_runner_auto_picks_the_jpeg_model_for_a_jpeg_upload_as_the_cli_does(tmp_path):
+    from PIL import Image
+
+    runner = Runner(tmp_path / "ui")
+    crop = read_image(samples()[0])[:32, :40]
+    png, jpg = tmp_path / "dark.png", tmp_path / "dark.jpg"
+    write_image(png, crop)
+    Image.fromarray(crop).save(jpg, quality=90)
+    assert runner.run(png, AUTO, 0.0, 0.0, 0, 0, False, 2)["model"] == "lolisrflow-x2"
+    out = runner.run(jpg, AUTO, 0.0, 0.0, 0, 0, False, 2)
+    assert out["model"] == "lolisrflow-x2-jpeg"
+    assert np.array_equal(read_image(out["main"]), _cli_auto(jpg, tmp_path / "cli.png"))
+
+
+def _cli_auto(src: Path, out: Path) -> np.ndarray:
+    assert main(["enhance", str(src), "-o", str(out), "--quiet"]) == 0
+    return read_image(out)
 
 
 def test_runner_refuses_bad_uploads_and_settings_with_the_cli_errors(tmp_path):
@@ -147,7 +166,7 @@ def test_browser_upload_slider_run_matches_the_cli(server, browser, tmp_path):
     started = time.monotonic()
     browser.find_element(By.CSS_SELECTOR, "#run").click()
     _wait(browser, lambda d: "done:" in _status(d) or "error" in _status(d))
-    assert "done: 320×200 (×2)" in _status(browser), _status(browser)
+    assert "done: 320×200 (×2, lolisrflow-x2)" in _status(browser), _status(browser)  # auto: a PNG
     images = browser.find_elements(By.CSS_SELECTOR, "#compare img")
     assert len(images) >= 2 and all(img.get_attribute("src") for img in images)  # before and after shown
     links = [a.get_attribute("href") for a in browser.find_elements(By.CSS_SELECTOR, "#downloads a[href]")]
@@ -176,9 +195,11 @@ def test_browser_bad_upload_shows_the_error(server, browser, tmp_path):
     # the scale picker offers that scale's zoo models
     four = [m["name"] for m in bundled_models() if m["scale"] == 4]
     if four:
+        # led by the automatic choice where both x4 models it picks from are bundled
+        want = AUTO_LABEL if {"lolisrflow-x4-tiny", "lolisrflow-x4-tiny-jpeg"} <= set(four) else four[0]
         browser.find_element(By.CSS_SELECTOR, "#scale input[value='4']").click()
         model = browser.find_element(By.CSS_SELECTOR, "#model input")
-        _wait(browser, lambda d: model.get_attribute("value") == four[0], timeout=20)
+        _wait(browser, lambda d: model.get_attribute("value") == want, timeout=20)
 
 
 def test_ui_command_help_and_a_busy_port_is_a_user_error(capsys):

@@ -30,6 +30,8 @@ MAX_SAMPLES = 8
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 KEEP_JOBS = 8
+AUTO = "auto"  # the model choice that does what `nightflow enhance` does without --model
+AUTO_LABEL = "auto: the -jpeg model for JPEG files"
 
 
 def bundled_models() -> list[dict[str, Any]]:
@@ -86,9 +88,11 @@ class Runner:
         samples: int,
         seed: int,
         uncertainty: bool,
+        scale: int = 2,
     ) -> dict[str, Any]:
-        """Restore ``upload``; returns the written files by role (main, samples, heat) and the model's scale.
-        Bad uploads and settings raise the CLI's one-line ``UserError``."""
+        """Restore ``upload``; returns the written files by role (main, samples, heat), the model's name and
+        scale. ``model_name`` AUTO picks as `nightflow enhance` does without --model, at ``scale``. Bad uploads
+        and settings raise the CLI's one-line ``UserError``."""
         from .commands import enhance
         from .data.io import file_sha256
         from .pipeline import check_exposure, check_seed, check_temperature
@@ -103,6 +107,8 @@ class Runner:
         shutil.copyfile(upload, src)  # a name of ours: uploads may carry odd names
         args = self.enhance_args(src, temperature, exposure, samples, seed, uncertainty)
         enhance.check_settings(args)
+        if model_name == AUTO:
+            model_name = enhance.auto_model(src, int(scale))
         model = self.model(model_name)
         out = job_dir / "out" / f"{upload.stem or 'image'}_x{model.scale}.png"
         (job,) = enhance.plan_jobs(enhance.expand_inputs([str(src)]), None, model.scale, args, out)
@@ -115,6 +121,7 @@ class Runner:
             "main": job.main,
             "samples": job.samples,
             "heat": job.heat,
+            "model": model_name,
             "scale": model.scale,
         }
 
@@ -150,15 +157,21 @@ def build_app(runner: Runner | None = None) -> Any:
     scales = sorted({int(m["scale"]) for m in models})
     default_scale = 2 if 2 in scales else scales[0]
 
-    def names(scale: int) -> list[str]:
-        return [m["name"] for m in models if int(m["scale"]) == int(scale)]
+    def names(scale: int) -> list[tuple[str, str]]:
+        """(label, value) of the scale's bundled models, led by AUTO where both models it picks from are."""
+        found = [(m["name"], m["name"]) for m in models if int(m["scale"]) == int(scale)]
+        pair = {f"lolisrflow-x{scale}-tiny", f"lolisrflow-x{scale}-tiny-jpeg"}
+        return [(AUTO_LABEL, AUTO), *found] if pair <= {n for n, _ in found} else found
+
+    def first(scale: int) -> str:
+        return names(scale)[0][1]
 
     def on_scale(scale: int) -> Any:
-        choices = names(scale)
-        return gr.update(choices=choices, value=choices[0])
+        return gr.update(choices=names(scale), value=first(scale))
 
     def on_run(
         upload,
+        scale,
         model_name,
         temperature,
         exposure,
@@ -171,7 +184,7 @@ def build_app(runner: Runner | None = None) -> Any:
             return None, [], None, [], "**error:** upload a PNG, JPEG or TIFF photo first"
         progress(0, desc="restoring")
         try:
-            out = runner.run(upload, model_name, temperature, exposure, samples, seed, uncertainty)
+            out = runner.run(upload, model_name, temperature, exposure, samples, seed, uncertainty, scale)
         except UserError as exc:
             return None, [], None, [], f"**error:** {exc}"
         result = preview(out["main"])
@@ -185,7 +198,7 @@ def build_app(runner: Runner | None = None) -> Any:
             gallery,
             heat,
             files,
-            f"done: {w}×{h} (×{out['scale']}), {len(files)} file(s) to download",
+            f"done: {w}×{h} (×{out['scale']}, {out['model']}), {len(files)} file(s) to download",
         )
 
     with gr.Blocks(title="nightflow") as app:
@@ -202,7 +215,7 @@ def build_app(runner: Runner | None = None) -> Any:
                 )
                 scale = gr.Radio(scales, value=default_scale, label="scale", elem_id="scale")
                 model = gr.Dropdown(
-                    names(default_scale), value=names(default_scale)[0], label="model", elem_id="model"
+                    names(default_scale), value=first(default_scale), label="model", elem_id="model"
                 )
                 exposure = gr.Slider(
                     -3.0,
@@ -239,7 +252,7 @@ def build_app(runner: Runner | None = None) -> Any:
         scale.change(on_scale, scale, model)
         run.click(
             on_run,
-            [upload, model, temperature, exposure, samples, seed, uncertainty],
+            [upload, scale, model, temperature, exposure, samples, seed, uncertainty],
             [compare, gallery, heat, downloads, status],
             concurrency_limit=1,
         )

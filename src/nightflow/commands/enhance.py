@@ -10,6 +10,12 @@ exposure): an existing output made the same way is kept, one made from another i
 refused (exit 2) unless --overwrite. 8-bit inputs give 8-bit outputs, 16-bit (and float TIFF) inputs 16-bit
 outputs; grey inputs give grey outputs. Images above --max-pixels are refused before they are decoded.
 
+Without --model, each input gets the bundled LoLiSRFlow of --scale (default ×2): lolisrflow-x2 for lossless files
+(PNG, TIFF) and lolisrflow-x2-jpeg, trained on JPEG-compressed dark photos, for JPEG files (told by their bytes, not
+their name), with a note saying so. The JPEG variant scores higher on JPEGs of every quality measured, 95
+included, and lower on lossless inputs (benchmarks/suites/jpeg-quality-x2.yaml, jpeg-variants.yaml). --model NAME
+uses one model for every input.
+
 examples:
   nightflow enhance dark.jpg                          # -> nightflow_out/dark_x2.png
   nightflow enhance dark.jpg -o bright.tif            # -> bright.tif (16-bit if dark.jpg was)
@@ -37,7 +43,7 @@ from ..models.base import SAMPLE_TEMPERATURE  # --samples/--uncertainty when --t
 from ..precision import PRECISIONS
 from ._args import memory_size, tile_size
 
-DEFAULT_MODEL = "lolisrflow-x2"  # the zoo's default x2 model
+DEFAULT_SCALE = 2  # without --model and --scale: the bundled x2 models
 OUT_FOLDER = "nightflow_out"
 RECORD_KEY = "nightflow"  # PNG tEXt keyword of the JSON record of what made an output
 # Inputs at least this large get a start and a finish line: one untiled piece can take a minute on a CPU.
@@ -78,16 +84,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add(
         "--model",
-        default=DEFAULT_MODEL,
+        default=None,
         metavar="NAME|PATH",
-        help=f"zoo name or checkpoint (default {DEFAULT_MODEL})",
+        help="zoo name or checkpoint, used for every input (default: per input, lolisrflow-xS for lossless "
+        "files and lolisrflow-xS-jpeg for JPEG files, S = --scale)",
     )
     add(
         "--scale",
         type=int,
         choices=(1, 2, 4),
         default=None,
-        help="expected scale: refuse a model of another scale",
+        help=f"upscaling factor: picks the bundled models without --model (default {DEFAULT_SCALE}); with "
+        "--model, refuses a model of another scale",
     )
     add(
         "--temperature",
@@ -711,6 +719,7 @@ class Outcome:
 
     input: Path
     outputs: list[Path]
+    model: str = ""
     status: str = "failed"
     written: list[Path] = field(default_factory=list)
     error: str | None = None
@@ -718,6 +727,7 @@ class Outcome:
     def as_dict(self) -> dict[str, Any]:
         return {
             "input": str(self.input),
+            "model": self.model,
             "status": self.status,
             "outputs": [str(p) for p in self.outputs],
             "written": [str(p) for p in self.written],
@@ -725,19 +735,56 @@ class Outcome:
         }
 
 
-def json_summary(model, outcomes: list[Outcome]) -> str:
-    """The --json document: the model, then one entry per input, then counts."""
+def json_summary(models: dict[str, Any], outcomes: list[Outcome]) -> str:
+    """The --json document: the model (or "auto" when inputs got different ones: each entry names its own),
+    then one entry per input, then counts."""
     counts = {k: sum(o.status == k for o in outcomes) for k in ("written", "kept", "refused", "failed")}
+    first = next(iter(models.values()))
     doc = {
         "command": "enhance",
         "ok": counts["refused"] + counts["failed"] == 0,
-        "model": model.info.get("name") or model.info.get("path"),
-        "scale": int(model.scale),
+        "model": first.info.get("name") or first.info.get("path") if len(models) == 1 else "auto",
+        "scale": int(first.scale),
         "images": [o.as_dict() for o in outcomes],
         "files_written": sum(len(o.written) for o in outcomes),
         **counts,
     }
     return json.dumps(doc, indent=2)
+
+
+def auto_model(path: Path, scale: int) -> str:
+    """The model for ``path`` when --model is not given: the bundled ×``scale`` LoLiSRFlow, or its JPEG variant
+    for a JPEG file (trained on JPEG-compressed dark inputs, it restores them better at every quality measured:
+    benchmarks/suites/jpeg-quality-x2.yaml)."""
+    from ..data.io import is_jpeg
+
+    base = f"lolisrflow-x{scale}"
+    return f"{base}-jpeg" if is_jpeg(path) else base
+
+
+def choose_models(inputs: list[Source], args: argparse.Namespace) -> dict[Path, str]:
+    """Input path → the zoo name or checkpoint that restores it: --model for all, else :func:`auto_model`."""
+    if args.model is not None:
+        return {s.path: str(args.model) for s in inputs}
+    scale = args.scale or DEFAULT_SCALE
+    return {s.path: auto_model(s.path, scale) for s in inputs}
+
+
+def _note_model_choice(choice: dict[Path, str], args: argparse.Namespace) -> None:
+    """Say which inputs got the JPEG variant: a choice made from the file's kind is never a silent one."""
+    if args.model is not None:
+        return
+    jpeg = [p for p, name in choice.items() if name.endswith("-jpeg")]
+    if not jpeg:
+        return
+    what = f"{jpeg[0].name} is a JPEG" if len(jpeg) == 1 else f"{len(jpeg)} inputs are JPEGs"
+    others = len(choice) - len(jpeg)
+    rest = f", the {others} other(s) {auto_model(Path(), args.scale or DEFAULT_SCALE)}" if others else ""
+    print(
+        f"nightflow enhance: note: {what}: restored with {choice[jpeg[0]]}, trained on JPEG-compressed dark "
+        f"photos{rest}; --model NAME uses one model for every input",
+        file=sys.stderr,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -764,20 +811,26 @@ def run(args: argparse.Namespace) -> int:
         folders = list(dict.fromkeys(output_folder(s, target.folder) for s in inputs))
     for folder in folders:
         check_writable_folder(folder)  # before any model work: an unwritable -o fails in seconds, not hours
-    if getattr(args, "backend", "torch") == "onnx":
-        from ..onnx_backend import load_onnx
+    choice = choose_models(inputs, args)
+    models = {}
+    for name in dict.fromkeys(choice.values()):
+        if getattr(args, "backend", "torch") == "onnx":
+            from ..onnx_backend import load_onnx
 
-        model = load_onnx(args.model, device=args.device)
-    else:
-        model = nightflow.load(args.model, device=args.device)
-    if args.scale is not None and model.scale != args.scale:
-        raise UserError(
-            f"model '{args.model}' upscales x{model.scale} but --scale {args.scale} was asked; "
-            f"pick a x{args.scale} model or drop --scale"
-        )
-    check_tile(args.tile, model.restorer, "--tile")
-    jobs = plan_jobs(inputs, target.folder, model.scale, args, target.file)
-    settings = job_settings(model, args, _weights_hash(model))
+            models[name] = load_onnx(name, device=args.device)
+        else:
+            models[name] = nightflow.load(name, device=args.device)
+        if args.scale is not None and models[name].scale != args.scale:
+            raise UserError(
+                f"model '{name}' upscales x{models[name].scale} but --scale {args.scale} was asked; "
+                f"pick a x{args.scale} model or drop --scale"
+            )
+        check_tile(args.tile, models[name].restorer, "--tile")
+    if not quiet:
+        _note_model_choice(choice, args)
+    scale = next(iter(models.values())).scale  # one model, or the bundled pair of one scale
+    jobs = plan_jobs(inputs, target.folder, scale, args, target.file)
+    settings = {name: job_settings(m, args, _weights_hash(m)) for name, m in models.items()}
     failures: list[str] = []
     outcomes: list[Outcome] = []
     written = done = kept = refused = 0
@@ -795,14 +848,15 @@ def run(args: argparse.Namespace) -> int:
         warnings.showwarning = _show_warning
         bar = tqdm(jobs, desc="enhance", unit="img", disable=len(jobs) < 2 or quiet)
         for job in bar:
-            outcome = Outcome(job.src, job.outputs())
+            model = models[choice[job.src]]
+            outcome = Outcome(job.src, job.outputs(), model=choice[job.src])
             outcomes.append(outcome)
             try:
                 try:
                     digest = file_sha256(job.src)
                 except OSError as exc:
                     raise ImageReadError(f"cannot read image {job.src}: {exc.strerror or exc}") from None
-                records = output_records(job, settings, digest)
+                records = output_records(job, settings[choice[job.src]], digest)
                 status = job_status(job, records, args.overwrite)
                 if status.refused is not None:
                     refused += 1
@@ -821,7 +875,7 @@ def run(args: argparse.Namespace) -> int:
                 fail(job, exc)
     line = _summary(written, done, kept, refused)
     if as_json:
-        print(json_summary(model, outcomes))
+        print(json_summary(models, outcomes))
         if not quiet:
             print(line, file=sys.stderr)
     elif not quiet:

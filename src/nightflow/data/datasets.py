@@ -60,6 +60,9 @@ class DataConfig:
     preset: str = "dfsr-lle"  # synthetic: degradation preset
     ev_range: list[float] | None = None  # synthetic: [low, high] EV, overrides the preset's range
     jpeg_prob: float | None = None  # synthetic: share of scenes saved as JPEG, overrides the preset's (0 … 1)
+    jpeg_quality: list[int] | None = (
+        None  # synthetic: [low, high] JPEG quality (1 … 100), overrides the preset's
+    )
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
     seed: int = 0
     lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)
@@ -108,6 +111,8 @@ class DataConfig:
             self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
         if self.jpeg_prob is not None and not 0.0 <= self.jpeg_prob <= 1.0:
             raise ConfigError(f"data.jpeg_prob must be within [0, 1], got {self.jpeg_prob}")
+        if self.jpeg_quality is not None:
+            self.jpeg_quality = list(deg.check_jpeg_quality(self.jpeg_quality, "data.jpeg_quality"))
         if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
@@ -334,6 +339,7 @@ class SyntheticDataset(Dataset):
         augment: bool = True,
         ev_range: tuple[float, float] | list[float] | None = None,
         jpeg_prob: float | None = None,
+        jpeg_quality: tuple[int, int] | list[int] | None = None,
         recursive: bool = True,
         cache: bool = True,
         scene_size: int = 384,
@@ -346,6 +352,9 @@ class SyntheticDataset(Dataset):
             self.preset = dataclasses.replace(self.preset, ev_range=(min(ev_range), max(ev_range)))
         if jpeg_prob is not None:
             self.preset = dataclasses.replace(self.preset, jpeg_prob=float(jpeg_prob))
+        if jpeg_quality is not None:
+            quality = deg.check_jpeg_quality(jpeg_quality, "jpeg_quality")
+            self.preset = dataclasses.replace(self.preset, jpeg_quality=quality)
         if scale not in self.preset.scales:
             raise UserError(
                 f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"
@@ -475,6 +484,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> Dataset:
         length=cfg.length,
         ev_range=cfg.ev_range,
         jpeg_prob=cfg.jpeg_prob,
+        jpeg_quality=cfg.jpeg_quality,
         recursive=cfg.recursive,
         cache=True,  # photos are re-read for every crop: always keep them decoded (DataConfig refuses cache)
         scene_size=cfg.scene_size,

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 # ---------------------------------------------------------------------------------------------------- helpers
@@ -242,6 +243,18 @@ def jpeg_compress(srgb: torch.Tensor, quality: int) -> torch.Tensor:
     with Image.open(buf) as im:
         out = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
     return torch.from_numpy(out.copy()).permute(2, 0, 1).contiguous().to(srgb.device)
+
+
+def check_jpeg_quality(quality: tuple[int, int] | list[int], key: str) -> tuple[int, int]:
+    """A ``[low, high]`` JPEG quality range as ``(low, high)``, both within 1–95 (what :func:`jpeg_compress`
+    takes); anything else is a ConfigError naming ``key``."""
+    values = list(quality)
+    if len(values) != 2 or not all(isinstance(q, int) and not isinstance(q, bool) for q in values):
+        raise ConfigError(f"{key} must be [low, high], two whole numbers, got {quality}")
+    low, high = min(values), max(values)
+    if low < 1 or high > 95:
+        raise ConfigError(f"{key} must lie within 1 … 95, got {quality}")
+    return low, high
 
 
 # ---------------------------------------------------------------------------------------------------- blur, resolution

@@ -234,6 +234,16 @@ def _sniff(data: bytes) -> str:
     return "other"
 
 
+def is_jpeg(path: str | os.PathLike[str]) -> bool:
+    """Whether a file holds a JPEG, from its magic bytes (a .png may be a JPEG); False for a file that cannot be
+    read (reading it later reports why)."""
+    try:
+        with open(path, "rb") as fh:
+            return _sniff(fh.read(4)) == "jpeg"
+    except OSError:
+        return False
+
+
 def _png_bit_depth(data: bytes) -> int:
     # signature (8) + chunk length (4) + b"IHDR" (4) + width (4) + height (4) -> bit depth byte at offset 24
     if len(data) < 26 or data[12:16] != b"IHDR":

@@ -147,6 +147,9 @@ def markdown(suite: Suite, results: list[CellResult], device: str, skipped: list
         seed = f", {cfg.preset} preset, seed {cfg.seed}" if cfg.format == "synthetic" else ""
         if cfg.format == "synthetic" and cfg.jpeg_prob is not None:
             seed += f", JPEG share {cfg.jpeg_prob:g}"
+        if cfg.format == "synthetic" and cfg.jpeg_quality is not None:
+            low, high = cfg.jpeg_quality
+            seed += f", JPEG quality {low}" if low == high else f", JPEG quality {low}-{high}"
         lines.append(
             f"- **{d.label}**: {cfg.format} `{cfg.root}` split {cfg.split}, ×{cfg.scale}, "
             f"{r.result['data']['images']} images{crop}{seed}, crop border {r.cell.crop_border}"

@@ -2,6 +2,10 @@
 
 A name resolves to ``configs/<name>.yaml``; short aliases (``lolisrflow-x2``) point at the bundled size. Weights
 for a name live in ``weights/<name>.safetensors`` with a model card ``weights/<name>.md``; nothing is downloaded.
+
+A *variant* is the same architecture with other weights (``lolisrflow-x2-tiny-jpeg``: trained on JPEG inputs). Its
+YAML names its base (``variant_of: lolisrflow-x2-tiny``) and may set only ``name`` and ``description``, so the
+architecture is written once and a variant can never drift from its base.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ if TYPE_CHECKING:
 PACKAGE = Path(__file__).resolve().parents[1]
 CONFIG_DIR = PACKAGE / "configs"
 WEIGHTS_DIR = PACKAGE / "weights"
-ALIASES = {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)} | {
-    "uptflow": "uptflow-tiny",
-    "ssflow": "ssflow-tiny",
-}
+ALIASES = (
+    {f"lolisrflow-x{s}": f"lolisrflow-x{s}-tiny" for s in (1, 2, 4)}
+    | {f"lolisrflow-x{s}-jpeg": f"lolisrflow-x{s}-tiny-jpeg" for s in (1, 2, 4)}
+    | {"uptflow": "uptflow-tiny", "ssflow": "ssflow-tiny"}
+)
+VARIANT_KEYS = frozenset({"variant_of", "name", "description"})  # all a variant's YAML may hold
 
 
 def config_names() -> list[str]:
@@ -44,13 +50,39 @@ def parse_model_config(data: dict[str, Any], path: str = "") -> AnyModelConfig:
     return from_dict(model_config_class(data, path), data, path)
 
 
+def variant_base(name: str) -> str | None:
+    """The zoo config a variant's weights share their architecture with (None for a config of its own)."""
+    path = CONFIG_DIR / f"{canonical(name)}.yaml"
+    base = load_yaml(path).get("variant_of") if path.is_file() else None
+    return None if base is None else str(base)
+
+
+def _config_data(path: Path) -> dict[str, Any]:
+    """A zoo YAML as plain data, a variant's merged onto its base's (strictly: see the module docstring)."""
+    data = load_yaml(path)
+    if "variant_of" not in data:
+        return data
+    extra = sorted(set(data) - VARIANT_KEYS)
+    if extra:
+        raise ConfigError(
+            f"a variant (variant_of: {data['variant_of']}) may set only name and description, not {', '.join(extra)}"
+        )
+    base = CONFIG_DIR / f"{data['variant_of']}.yaml"
+    if not base.is_file():
+        raise ConfigError(f"variant_of: unknown model '{data['variant_of']}'")
+    base_data = load_yaml(base)
+    if "variant_of" in base_data:
+        raise ConfigError(f"variant_of: '{data['variant_of']}' is itself a variant; name its base")
+    return {**base_data, **{k: v for k, v in data.items() if k != "variant_of"}}
+
+
 def get_config(name: str) -> AnyModelConfig:
     """The config of a zoo name or alias (strict: a misspelt key in the YAML is an error naming it)."""
     path = CONFIG_DIR / f"{canonical(name)}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown model '{name}'; known: {', '.join(config_names() + sorted(ALIASES))}")
     try:
-        return parse_model_config(load_yaml(path))
+        return parse_model_config(_config_data(path))
     except ConfigError as exc:
         raise ConfigError(f"{path.name}: {exc}") from exc
 
