@@ -743,7 +743,7 @@ def json_summary(models: dict[str, Any], outcomes: list[Outcome]) -> str:
     doc = {
         "command": "enhance",
         "ok": counts["refused"] + counts["failed"] == 0,
-        "model": first.info.get("name") or first.info.get("path") if len(models) == 1 else "auto",
+        "model": (first.info.get("name") or first.info.get("path")) if len(models) == 1 else "auto",
         "scale": int(first.scale),
         "images": [o.as_dict() for o in outcomes],
         "files_written": sum(len(o.written) for o in outcomes),
@@ -775,11 +775,11 @@ def _note_model_choice(choice: dict[Path, str], args: argparse.Namespace) -> Non
     if args.model is not None:
         return
     jpeg = [p for p, name in choice.items() if name.endswith("-jpeg")]
+    others = [name for name in choice.values() if not name.endswith("-jpeg")]
     if not jpeg:
         return
     what = f"{jpeg[0].name} is a JPEG" if len(jpeg) == 1 else f"{len(jpeg)} inputs are JPEGs"
-    others = len(choice) - len(jpeg)
-    rest = f", the {others} other(s) {auto_model(Path(), args.scale or DEFAULT_SCALE)}" if others else ""
+    rest = f", the {len(others)} other(s) {others[0]}" if others else ""
     print(
         f"nightflow enhance: note: {what}: restored with {choice[jpeg[0]]}, trained on JPEG-compressed dark "
         f"photos{rest}; --model NAME uses one model for every input",
@@ -849,7 +849,7 @@ def run(args: argparse.Namespace) -> int:
         bar = tqdm(jobs, desc="enhance", unit="img", disable=len(jobs) < 2 or quiet)
         for job in bar:
             model = models[choice[job.src]]
-            outcome = Outcome(job.src, job.outputs(), model=choice[job.src])
+            outcome = Outcome(job.src, job.outputs(), model=settings[choice[job.src]].model)
             outcomes.append(outcome)
             try:
                 try:
