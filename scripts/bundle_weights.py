@@ -94,7 +94,8 @@ def variant_config(src: Path, name: str) -> str | None:
     not a variant. The run trained them as the variant's base, so its config carries the base's name: they take
     the variant's name and description, and any other difference from the zoo's config is an error (the file
     would not be the architecture the zoo says)."""
-    if zoo.variant_base(name) is None:
+    base = zoo.variant_base(name)
+    if base is None:
         return None
     want = to_dict(zoo.get_config(name))
     stored = to_dict(load_config(src))
@@ -103,7 +104,7 @@ def variant_config(src: Path, name: str) -> str | None:
     if differ:
         raise ConfigError(
             f"{src}: its model config differs from {name}'s in {', '.join(differ)}; a variant shares its "
-            f"base's ({zoo.variant_base(name)}) architecture"
+            f"base's ({base}) architecture"
         )
     return json.dumps(renamed)
 

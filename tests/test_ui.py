@@ -196,7 +196,10 @@ def test_browser_bad_upload_shows_the_error(server, browser, tmp_path):
     four = [m["name"] for m in bundled_models() if m["scale"] == 4]
     if four:
         # led by the automatic choice where both x4 models it picks from are bundled
-        want = AUTO_LABEL if {"lolisrflow-x4-tiny", "lolisrflow-x4-tiny-jpeg"} <= set(four) else four[0]
+        from nightflow.commands.enhance import auto_pair
+        from nightflow.models.zoo import canonical
+
+        want = AUTO_LABEL if {canonical(n) for n in auto_pair(4)} <= set(four) else four[0]
         browser.find_element(By.CSS_SELECTOR, "#scale input[value='4']").click()
         model = browser.find_element(By.CSS_SELECTOR, "#model input")
         _wait(browser, lambda d: model.get_attribute("value") == want, timeout=20)

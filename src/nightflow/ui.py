@@ -159,8 +159,11 @@ def build_app(runner: Runner | None = None) -> Any:
 
     def names(scale: int) -> list[tuple[str, str]]:
         """(label, value) of the scale's bundled models, led by AUTO where both models it picks from are."""
+        from .commands.enhance import auto_pair
+        from .models.zoo import canonical
+
         found = [(m["name"], m["name"]) for m in models if int(m["scale"]) == int(scale)]
-        pair = {f"lolisrflow-x{scale}-tiny", f"lolisrflow-x{scale}-tiny-jpeg"}
+        pair = {canonical(n) for n in auto_pair(int(scale))}
         return [(AUTO_LABEL, AUTO), *found] if pair <= {n for n, _ in found} else found
 
     def first(scale: int) -> str:

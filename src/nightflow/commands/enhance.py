@@ -752,14 +752,19 @@ def json_summary(models: dict[str, Any], outcomes: list[Outcome]) -> str:
     return json.dumps(doc, indent=2)
 
 
+def auto_pair(scale: int) -> tuple[str, str]:
+    """The zoo names that --model's absence chooses between at ``scale``: (for lossless files, for JPEG files)."""
+    return f"lolisrflow-x{scale}", f"lolisrflow-x{scale}-jpeg"
+
+
 def auto_model(path: Path, scale: int) -> str:
     """The model for ``path`` when --model is not given: the bundled ×``scale`` LoLiSRFlow, or its JPEG variant
     for a JPEG file (trained on JPEG-compressed dark inputs, it restores them better at every quality measured:
     benchmarks/suites/jpeg-quality-x2.yaml)."""
     from ..data.io import is_jpeg
 
-    base = f"lolisrflow-x{scale}"
-    return f"{base}-jpeg" if is_jpeg(path) else base
+    lossless, jpeg = auto_pair(scale)
+    return jpeg if is_jpeg(path) else lossless
 
 
 def choose_models(inputs: list[Source], args: argparse.Namespace) -> dict[Path, str]:

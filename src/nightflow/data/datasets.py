@@ -60,9 +60,8 @@ class DataConfig:
     preset: str = "dfsr-lle"  # synthetic: degradation preset
     ev_range: list[float] | None = None  # synthetic: [low, high] EV, overrides the preset's range
     jpeg_prob: float | None = None  # synthetic: share of scenes saved as JPEG, overrides the preset's (0 … 1)
-    jpeg_quality: list[int] | None = (
-        None  # synthetic: [low, high] JPEG quality (1 … 100), overrides the preset's
-    )
+    # synthetic: [low, high] JPEG quality (1 … 95), overrides the preset's
+    jpeg_quality: list[int] | None = None
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
     seed: int = 0
     lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)

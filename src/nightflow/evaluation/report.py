@@ -144,12 +144,14 @@ def markdown(suite: Suite, results: list[CellResult], device: str, skipped: list
         cfg = r.cell.data
         crop = f", centre crop {cfg.patch_size} px" if cfg.patch_size else ""
         crop += f", LQ cropped to {cfg.crop_lq} px" if cfg.crop_lq else ""
-        seed = f", {cfg.preset} preset, seed {cfg.seed}" if cfg.format == "synthetic" else ""
-        if cfg.format == "synthetic" and cfg.jpeg_prob is not None:
-            seed += f", JPEG share {cfg.jpeg_prob:g}"
-        if cfg.format == "synthetic" and cfg.jpeg_quality is not None:
-            low, high = cfg.jpeg_quality
-            seed += f", JPEG quality {low}" if low == high else f", JPEG quality {low}-{high}"
+        seed = ""
+        if cfg.format == "synthetic":
+            seed = f", {cfg.preset} preset, seed {cfg.seed}"
+            if cfg.jpeg_prob is not None:
+                seed += f", JPEG share {cfg.jpeg_prob:g}"
+            if cfg.jpeg_quality is not None:
+                low, high = cfg.jpeg_quality
+                seed += f", JPEG quality {low}" if low == high else f", JPEG quality {low}-{high}"
         lines.append(
             f"- **{d.label}**: {cfg.format} `{cfg.root}` split {cfg.split}, ×{cfg.scale}, "
             f"{r.result['data']['images']} images{crop}{seed}, crop border {r.cell.crop_border}"
