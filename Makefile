@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.nightflow-installed
 
-.PHONY: install assets photos browser demo test bench lint docs clean
+.PHONY: install assets photos foreign browser demo test bench lint docs clean
 
 install: $(STAMP)
 
@@ -21,6 +21,11 @@ assets: $(STAMP)
 # Training/validation photos from Debian wallpapers + scikit-image into data/photos (git-ignored)
 photos: $(STAMP)
 	$(PY) scripts/fetch_photos.py
+
+# Test pairs from photos nightflow never trains on (OpenCV's samples, Debian opencv-doc), degraded by a pipeline
+# written apart from nightflow's, into data/foreign (git-ignored): benchmarks/suites/foreign.yaml
+foreign: $(STAMP)
+	$(PY) scripts/make_foreign_pairs.py
 
 # Headless Chromium + its driver (Debian packages, ~300 MB) for the web UI's browser test; without apt-get the
 # test is skipped and says so

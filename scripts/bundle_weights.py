@@ -78,15 +78,26 @@ def run_amp(run_cfg: dict, meta: dict[str, str]) -> str | None:
     return (run_cfg.get("train") or {}).get("amp")  # "auto" stays "auto": what it chose was not recorded
 
 
-def run_jpeg_share(run_cfg: dict) -> float:
-    """The share of a run's synthetic training inputs that were saved as JPEGs: ``data.jpeg_prob`` when set, else
-    its preset's (0 for data that is not synthesised)."""
+def _run_preset_share(run_cfg: dict, field: str, otherwise: float) -> float:
+    """A share of a run's synthesis (a ``DegradeConfig`` field): the run's ``data.<field>`` when set, else its
+    preset's; ``otherwise`` for data that is not synthesised."""
     data = run_cfg.get("data") or {}
     if data.get("format") != "synthetic":
-        return 0.0
-    if data.get("jpeg_prob") is not None:
-        return float(data["jpeg_prob"])
-    return float(get_preset(str(data.get("preset", "dfsr-lle"))).jpeg_prob)
+        return otherwise
+    if data.get(field) is not None:
+        return float(data[field])
+    return float(getattr(get_preset(str(data.get("preset", "dfsr-lle"))), field))
+
+
+def run_jpeg_share(run_cfg: dict) -> float:
+    """The share of a run's synthetic training inputs that were saved as JPEGs (0 for data not synthesised)."""
+    return _run_preset_share(run_cfg, "jpeg_prob", 0.0)
+
+
+def run_tone_curve_share(run_cfg: dict) -> float:
+    """The share of a run's synthetic scenes developed with the tone curve (``data.tone_curve_prob``; 1 for
+    data not synthesised, which says nothing about it)."""
+    return _run_preset_share(run_cfg, "tone_curve_prob", 1.0)
 
 
 def variant_config(src: Path, name: str) -> str | None:
@@ -118,6 +129,7 @@ STAGE_KEYS = (
     "amp",
     "patch_size",
     "jpeg_share",
+    "tone_curve_share",
 )
 
 
@@ -174,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
     facts["amp"] = run_amp(run_cfg, meta)
     facts["jpeg_share"] = run_jpeg_share(run_cfg)
+    facts["tone_curve_share"] = run_tone_curve_share(run_cfg)
     photos = training_photo_count(run_cfg)
     if photos is not None:
         facts["train_photos"] = photos

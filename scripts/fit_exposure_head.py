@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import os
 import sys
@@ -32,10 +33,16 @@ PREFIX = "encoder.exposure_head."
 
 
 def scenes(
-    photos: Path, split: str, scale: int, count: int, seed: int, jpeg_prob: float = 0.0
+    photos: Path,
+    split: str,
+    scale: int,
+    count: int,
+    seed: int,
+    jpeg_prob: float = 0.0,
+    tone_curve_prob: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(thumbnails N×3×48×48, oracle gains N, photo index N) of ``count`` synthetic scenes, a ``jpeg_prob``
-    share of them saved as JPEGs; the photo index (position of the source photo in sorted order) lets a
+    share of them saved as JPEGs, a ``tone_curve_prob`` share developed with the tone curve; the photo index (position of the source photo in sorted order) lets a
     cross-validation hold whole photos out."""
     ds = SyntheticDataset(
         photos,
@@ -47,6 +54,7 @@ def scenes(
         train=True,
         augment=False,
         jpeg_prob=jpeg_prob,
+        tone_curve_prob=tone_curve_prob,
     )
     items = [ds[i] for i in range(count)]
     stems = [it["name"].split("#")[0] for it in items]
@@ -147,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         help="share of the scenes saved as JPEGs (default 0; use the weights' training share, data.jpeg_prob)",
     )
     parser.add_argument(
+        "--tone-curve-prob",
+        type=float,
+        default=1.0,
+        help="share of the scenes developed with the tone curve (default 1; use the weights' training share, "
+        "data.tone_curve_prob)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=None,
@@ -167,18 +182,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.cache}: written by an older version of this script (no photo index); delete it")
             return 2
         made_with = float(data.get("jpeg_prob", torch.tensor(0.0)))
-        if made_with != args.jpeg_prob:
+        tone_with = float(data.get("tone_curve_prob", torch.tensor(1.0)))
+        if (made_with, tone_with) != (args.jpeg_prob, args.tone_curve_prob):
             print(
-                f"{args.cache}: its scenes have JPEG share {made_with}, not {args.jpeg_prob}; use another file"
+                f"{args.cache}: its scenes have JPEG share {made_with} and tone-curve share {tone_with}, not "
+                f"{args.jpeg_prob} and {args.tone_curve_prob}; use another file"
             )
             return 2
     else:
+        synthesise = functools.partial(
+            scenes,
+            args.photos,
+            scale=model.scale,
+            jpeg_prob=args.jpeg_prob,
+            tone_curve_prob=args.tone_curve_prob,
+        )
         data = {
-            "train": scenes(
-                args.photos, "train", model.scale, args.scenes, seed=123, jpeg_prob=args.jpeg_prob
-            ),
-            "val": scenes(args.photos, "val", model.scale, args.val_scenes, seed=7, jpeg_prob=args.jpeg_prob),
+            "train": synthesise("train", count=args.scenes, seed=123),
+            "val": synthesise("val", count=args.val_scenes, seed=7),
             "jpeg_prob": torch.tensor(args.jpeg_prob),
+            "tone_curve_prob": torch.tensor(args.tone_curve_prob),
         }
         if args.cache is not None:
             torch.save(data, args.cache)
@@ -211,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             "lr": args.lr,
             "validation_scenes": args.val_scenes,
             "jpeg_prob": args.jpeg_prob,
+            "tone_curve_prob": args.tone_curve_prob,
             "before": before,
             "after": after,
             **({"cross_validation": {"folds": args.cv_folds, **cv}} if cv else {}),

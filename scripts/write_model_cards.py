@@ -117,14 +117,31 @@ def _jpeg_phrase(facts: dict) -> str:
         return ""
     if len(stages) == 1:
         return f" {shares[0]:.0%} of the dark inputs were saved as JPEGs of quality 60–95 (`data.jpeg_prob`)."
-    parts = [
+    return f" Dark inputs saved as JPEGs of quality 60–95 (`data.jpeg_prob`): {_per_stage(shares, stages)}, none before."
+
+
+def _per_stage(shares: list[float], stages: list[dict]) -> str:
+    """The stages' shares as "50% in the 1500 steps of stage 3, …", leaving out the stages whose share is 0."""
+    return ", ".join(
         f"{share:.0%} in the {s['steps']} steps of stage {i + 1}"
         for i, (share, s) in enumerate(zip(shares, stages))
         if share
-    ]
-    return (
-        f" Dark inputs saved as JPEGs of quality 60–95 (`data.jpeg_prob`): {', '.join(parts)}, none before."
     )
+
+
+def _tone_curve_phrase(facts: dict) -> str:
+    """Which stages also saw scenes developed without the tone curve (``data.tone_curve_prob`` < 1); empty when
+    none did (stages bundled before the share was recorded always applied it: the option did not exist)."""
+    stages = facts.get("stages") or [facts]
+    flat = [1.0 - float(s.get("tone_curve_share", 1.0)) for s in stages]
+    if not any(flat):
+        return ""
+    what = (
+        " Scenes developed without the tone curve, so the dark input is the target darkened in linear light"
+    )
+    if len(stages) == 1:
+        return f"{what} (`data.tone_curve_prob`): {flat[0]:.0%}."
+    return f"{what} (`data.tone_curve_prob`): {_per_stage(flat, stages)}, none before."
 
 
 def _recipe(facts: dict, name: str) -> str:
@@ -181,7 +198,7 @@ GT-mean rescaled, reported separately):
   Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts)} of
   `scripts/photo_split.json` (Debian wallpaper packages and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
-  scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}{_tone_curve_phrase(facts)}
   {_stage_precision(facts)}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
 - Exposure head: {_exposure_line(fit)}

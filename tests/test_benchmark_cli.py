@@ -313,6 +313,14 @@ def test_shipped_suites_parse_and_plan(tmp_path):
     for c in sweep:
         assert dataclasses.replace(c.data, preset="dfsr-lle", jpeg_quality=None) == datasets["x2"]
 
+    # the foreign suite: pairs written by scripts/make_foreign_pairs.py, scored against the naive and the
+    # exposure-matched cascades
+    foreign = plan_suite(load_suite(SUITES / "foreign.yaml"), SUITES / "foreign.yaml")
+    assert {(c.data.format, c.data.scale, Path(c.data.root)) for c in foreign} == {
+        ("paired", s, (REPO / "data" / "foreign" / f"x{s}").resolve()) for s in (1, 2, 4)
+    }
+    assert {"baseline:oracle+bicubic", "baseline:auto+bicubic"} <= {c.info.spec for c in foreign}
+
     rellisur = load_suite(SUITES / "rellisur.yaml")
     cells = plan_suite(rellisur, SUITES / "rellisur.yaml", tmp_path)
     assert {(c.data.format, c.data.split, c.data.scale, c.data.crop_lq) for c in cells} == {

@@ -78,6 +78,9 @@ def test_card_describes_each_stage_photos_precision_and_recipe():
     assert cards._jpeg_phrase(facts) == ""  # no stage saw JPEGs: nothing said
     jpeg = bundle.chain_facts(facts, {**_run(300, total), "jpeg_share": 0.5})
     assert "50% in the 300 steps of stage 4, none before" in cards._jpeg_phrase(jpeg)
+    assert cards._tone_curve_phrase(jpeg) == ""  # every stage applied the tone curve: nothing said
+    flat = bundle.chain_facts(jpeg, {**_run(400, total), "tone_curve_share": 0.5})
+    assert "50% in the 400 steps of stage 5, none before" in cards._tone_curve_phrase(flat)
     # a single run on every photo stays one short phrase
     assert cards._photos_phrase(_run(10, total)) == f"the {total} training photos"
     assert cards._stage_precision(_run(10, total)) == "float32 throughout"
@@ -131,6 +134,9 @@ def test_jpeg_share_is_the_runs_override_else_its_presets():
     assert bundle.run_jpeg_share({"data": {"format": "synthetic", "preset": "dfsr-lle-jpeg"}}) == 1.0
     assert bundle.run_jpeg_share({"data": {"format": "synthetic", "jpeg_prob": 0.5}}) == 0.5
     assert bundle.run_jpeg_share({"data": {"format": "paired"}}) == 0.0
+    assert bundle.run_tone_curve_share({"data": {"format": "synthetic", "preset": "dfsr-lle"}}) == 1.0
+    assert bundle.run_tone_curve_share({"data": {"format": "synthetic", "tone_curve_prob": 0.5}}) == 0.5
+    assert bundle.run_tone_curve_share({"data": {"format": "paired"}}) == 1.0
 
 
 def test_bundled_precision_is_what_the_trainer_recorded_even_for_an_auto_recipe():

@@ -415,6 +415,17 @@ def test_synthetic_jpeg_share_overrides_the_preset(photos):
         DataConfig(**cfg, jpeg_prob=1.5)
 
 
+def test_synthetic_tone_curve_share_overrides_the_preset(photos):
+    cfg = dict(format="synthetic", root=str(photos), patch_size=16, length=6, augment=False)
+    plain, flat = (build_dataset(DataConfig(**cfg, tone_curve_prob=p), train=False) for p in (None, 0.0))
+    assert plain.preset.tone_curve_prob == 1.0 and flat.preset.tone_curve_prob == 0.0
+    # the same target; without the curve the dark input keeps its shadows (brighter on average)
+    assert torch.equal(plain[1]["hq"], flat[1]["hq"])
+    assert flat[1]["lq"].mean() > plain[1]["lq"].mean()
+    with pytest.raises(ConfigError, match=r"tone_curve_prob must be within \[0, 1\]"):
+        DataConfig(**cfg, tone_curve_prob=-0.1)
+
+
 def test_synthetic_jpeg_quality_overrides_the_preset_and_changes_only_the_jpeg(photos):
     cfg = dict(
         format="synthetic", root=str(photos), patch_size=16, length=6, augment=False, preset="dfsr-lle-jpeg"

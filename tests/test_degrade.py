@@ -171,6 +171,52 @@ def test_tone_curve_inverse():
     assert torch.allclose(D.tone_curve(D.inverse_tone_curve(x)), x, atol=1e-6)
 
 
+def test_unprocess_without_tone_curve_round_trips_and_differs():
+    x = 0.05 + 0.75 * torch.rand(3, 24, 24, generator=gen(5))
+    p = D.random_unprocess_params(gen(0))
+    flat = dataclasses.replace(p, tone_curve=False)
+    assert torch.allclose(D.reprocess(D.unprocess(x, flat), flat), x, atol=1e-4)
+    assert not torch.allclose(D.unprocess(x, flat), D.unprocess(x, p), atol=1e-3)
+
+
+def _quiet(cfg: D.DegradeConfig, **changes) -> D.DegradeConfig:
+    """``cfg`` with noise, banding and coarse quantisation off, at −3 EV."""
+    return dataclasses.replace(
+        cfg,
+        ev_range=(-3.0, -3.0),
+        shot_range=(1e-12, 1e-12),
+        row_noise_prob=0.0,
+        quant_bits=(14, 14),
+        **changes,
+    )
+
+
+def test_without_tone_curve_the_dark_image_is_the_target_darkened_in_linear_light():
+    hq = 0.1 + 0.8 * torch.rand(3, 16, 16, generator=gen(3))
+    plain = _quiet(D.get_preset("dfsr-lle"), tone_curve_prob=0.0)
+    lq, params = D.degrade(hq, 1, plain, gen(1))
+    assert params.unprocess is not None and params.unprocess.tone_curve is False
+    expected = D.srgb_to_linear(hq) / 8
+    assert torch.allclose(D.srgb_to_linear(lq), expected, rtol=0.02, atol=2e-4)
+    # with the tone curve (every preset's default) the S-curve crushes the shadows: far darker than that
+    curved, params = D.degrade(hq, 1, _quiet(D.get_preset("dfsr-lle")), gen(1))
+    assert params.unprocess.tone_curve is True
+    assert D.srgb_to_linear(curved).mean() < 0.5 * expected.mean()
+
+
+def test_tone_curve_share_draws_both_and_the_default_draws_nothing():
+    hq = torch.rand(3, 16, 16, generator=gen(4))
+    half = dataclasses.replace(D.get_preset("dfsr-lle"), tone_curve_prob=0.5)
+    drawn = {D.degrade(hq, 1, half, gen(seed))[1].unprocess.tone_curve for seed in range(16)}
+    assert drawn == {True, False}
+    # share 1 (the presets' value) draws no number: the pairs made before the option existed stay the same
+    explicit = dataclasses.replace(D.get_preset("dfsr-lle"), tone_curve_prob=1.0)
+    a, pa = D.degrade(hq, 2, "dfsr-lle", gen(9))
+    b, pb = D.degrade(hq, 2, explicit, gen(9))
+    assert torch.equal(a, b) and pa.ev == pb.ev
+    assert D.get_preset("dfsr-lle").tone_curve_prob == 1.0
+
+
 def test_degrade_shapes_determinism_and_params():
     hq = torch.rand(3, 32, 48, generator=gen(6))
     for scale in (1, 2, 4):

@@ -154,5 +154,8 @@ def test_installed_demo_runs_from_anywhere(installed):
     proc = _run([str(installed["bin"] / "nightflow"), "demo"], work)
     made = sorted(p.name for p in (work / "demo_out").iterdir())
     assert "before_after.png" in made and any(n.endswith("_x4.png") for n in made), proc.stdout
+    # the hint lets enhance choose per file (a JPEG gets the JPEG variant), so it must not force --model
+    hint = next(line for line in proc.stdout.splitlines() if line.startswith("try it on your photos"))
+    assert "nightflow enhance PHOTO.jpg" in hint and "--model" not in hint
     proc = _run([str(installed["python"]), "-m", "nightflow.demo", "-o", "again"], work)
     assert (work / "again" / "before_after.png").is_file() and "before/after figure: again" in proc.stdout

@@ -99,7 +99,8 @@ def run_demo(out: Path = OUT) -> int:
     fig_path = out / "before_after.png"
     write_image(fig_path, np.asarray(_figure(rows)), overwrite=True)
     print(f"\nbefore/after figure: {_shown(fig_path)}")
-    print(f"try it on your photos: nightflow enhance PHOTO.jpg --model {MODELS[0]} -o PHOTO_x2.png")
+    # no --model: enhance then picks lolisrflow-x2-jpeg for a JPEG file, which scores higher on JPEGs
+    print("try it on your photos: nightflow enhance PHOTO.jpg -o PHOTO_x2.png   (--scale 4 for ×4)")
     return 0
 
 

@@ -62,6 +62,9 @@ class DataConfig:
     jpeg_prob: float | None = None  # synthetic: share of scenes saved as JPEG, overrides the preset's (0 … 1)
     # synthetic: [low, high] JPEG quality (1 … 95), overrides the preset's
     jpeg_quality: list[int] | None = None
+    # synthetic: share of scenes developed with the tone curve (the rest: the plain sRGB curve, so the dark
+    # image is the target darkened in linear light), overrides the preset's (0 … 1)
+    tone_curve_prob: float | None = None
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
     seed: int = 0
     lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)
@@ -112,6 +115,8 @@ class DataConfig:
             raise ConfigError(f"data.jpeg_prob must be within [0, 1], got {self.jpeg_prob}")
         if self.jpeg_quality is not None:
             self.jpeg_quality = list(deg.check_jpeg_quality(self.jpeg_quality, "data.jpeg_quality"))
+        if self.tone_curve_prob is not None and not 0.0 <= self.tone_curve_prob <= 1.0:
+            raise ConfigError(f"data.tone_curve_prob must be within [0, 1], got {self.tone_curve_prob}")
         if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
@@ -339,6 +344,7 @@ class SyntheticDataset(Dataset):
         ev_range: tuple[float, float] | list[float] | None = None,
         jpeg_prob: float | None = None,
         jpeg_quality: tuple[int, int] | list[int] | None = None,
+        tone_curve_prob: float | None = None,
         recursive: bool = True,
         cache: bool = True,
         scene_size: int = 384,
@@ -354,6 +360,10 @@ class SyntheticDataset(Dataset):
         if jpeg_quality is not None:
             quality = deg.check_jpeg_quality(jpeg_quality, "jpeg_quality")
             self.preset = dataclasses.replace(self.preset, jpeg_quality=quality)
+        if tone_curve_prob is not None:
+            if not 0.0 <= tone_curve_prob <= 1.0:
+                raise UserError(f"tone_curve_prob must be within [0, 1], got {tone_curve_prob}")
+            self.preset = dataclasses.replace(self.preset, tone_curve_prob=float(tone_curve_prob))
         if scale not in self.preset.scales:
             raise UserError(
                 f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"
@@ -484,6 +494,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> Dataset:
         ev_range=cfg.ev_range,
         jpeg_prob=cfg.jpeg_prob,
         jpeg_quality=cfg.jpeg_quality,
+        tone_curve_prob=cfg.tone_curve_prob,
         recursive=cfg.recursive,
         cache=True,  # photos are re-read for every crop: always keep them decoded (DataConfig refuses cache)
         scene_size=cfg.scene_size,

@@ -15,6 +15,11 @@ Default ranges (the ``DegradeConfig`` fields, all overridable):
   balance with red gain ~ U(1.9, 2.4), blue gain ~ U(1.5, 1.9), overall gain ~ 1/N(0.8, 0.1). Re-processing
   with the same camera inverts it exactly (so greys stay grey), and the noise added in between becomes
   correlated, coloured noise as in a real camera's output.
+- tone curve (``tone_curve_prob``, 1 in every preset): the share of scenes whose camera applies Brooks et al.'s
+  tone curve. Applied after the darkening, that S-curve crushes the dark image's shadows (a pixel at 1.5 %
+  linear comes out about 2 EV darker than the plain sRGB curve makes it). The other scenes skip it both ways,
+  so their dark image is the target darkened in linear light, as a raw file developed with the plain sRGB
+  curve or a pipeline that scales the decoded photo (the quality issue's independent one) makes it.
 - noise: variance = shot·x + read² (heteroscedastic Gaussian approximation of Poisson–Gaussian noise), with
   log(shot) ~ U(log 1e-4, log 0.012) and log(read²) = 2.18·log(shot) + 1.20 + N(0, 0.26) — in Brooks et al.
   the sampled "read" quantity is the read-noise *variance*, so ``read`` here is its square root (the std).
@@ -114,6 +119,7 @@ class UnprocessParams:
     rgb_gain: float
     red_gain: float
     blue_gain: float
+    tone_curve: bool = True  # Brooks et al.'s tone curve, inverted by unprocess and re-applied by reprocess
 
 
 def random_unprocess_params(
@@ -153,7 +159,7 @@ def unprocess(srgb: torch.Tensor, params: UnprocessParams) -> torch.Tensor:
     re-processed, so highlights are no longer clipped and re-applying the gains would turn them magenta.
     """
     _check_image(srgb)
-    x = srgb_to_linear(inverse_tone_curve(srgb))
+    x = srgb_to_linear(inverse_tone_curve(srgb) if params.tone_curve else srgb)
     x = apply_ccm(x, params.rgb2cam)
     return (x / _gains(params, x)).clamp(0.0, 1.0)
 
@@ -168,7 +174,8 @@ def reprocess(linear_cam: torch.Tensor, params: UnprocessParams) -> torch.Tensor
     x = (linear_cam * _gains(params, linear_cam)).clamp(0.0, 1.0)
     cam2rgb = torch.linalg.inv(torch.tensor(params.rgb2cam, dtype=torch.float64))
     x = apply_ccm(x, cam2rgb).clamp(0.0, 1.0)
-    return tone_curve(linear_to_srgb(x))
+    srgb = linear_to_srgb(x)
+    return tone_curve(srgb) if params.tone_curve else srgb
 
 
 # ---------------------------------------------------------------------------------------------------- exposure, noise, ADC
@@ -389,6 +396,9 @@ class DegradeConfig:
     scales: tuple[int, ...] = (1, 2, 4)
     ev_range: tuple[float, float] = (-5.0, -2.5)
     unprocess_prob: float = 1.0
+    # share of unprocessed scenes whose camera applies the tone curve; 1 draws nothing, so presets that keep it
+    # make the same pairs as before the option existed
+    tone_curve_prob: float = 1.0
     shot_range: tuple[float, float] = (1e-4, 0.012)
     row_noise_prob: float = 0.25
     row_noise_ratio: tuple[float, float] = (0.1, 0.5)
@@ -475,7 +485,7 @@ def degrade(
 ) -> tuple[torch.Tensor, DegradationParams]:
     """Make a low-light (×``scale`` smaller, possibly shaken) sRGB image from a normal-light 3×H×W sRGB one.
 
-    Order: sRGB → linear (Brooks unprocessing or the sRGB curve) → camera shake → Gaussian blur + area
+    Order: sRGB → linear (Brooks unprocessing, with or without its tone curve, or the sRGB curve) → camera shake → Gaussian blur + area
     decimation (×2/×4) → darken by ``ev`` (drawn from the preset when None) → Poisson–Gaussian (+row) noise →
     ADC quantisation → back to sRGB with the same camera → clip to [0, 1] → JPEG round trip (with the preset's
     ``jpeg_prob``). ``seed`` is only recorded.
@@ -493,6 +503,8 @@ def degrade(
 
     if _uniform(generator, 0.0, 1.0) < cfg.unprocess_prob:
         params.unprocess = random_unprocess_params(generator)
+        if cfg.tone_curve_prob < 1.0:
+            params.unprocess.tone_curve = _uniform(generator, 0.0, 1.0) < cfg.tone_curve_prob
         linear = unprocess(x, params.unprocess)
     else:
         linear = srgb_to_linear(x)

@@ -152,6 +152,8 @@ def markdown(suite: Suite, results: list[CellResult], device: str, skipped: list
             if cfg.jpeg_quality is not None:
                 low, high = cfg.jpeg_quality
                 seed += f", JPEG quality {low}" if low == high else f", JPEG quality {low}-{high}"
+            if cfg.tone_curve_prob is not None:
+                seed += f", tone-curve share {cfg.tone_curve_prob:g}"
         lines.append(
             f"- **{d.label}**: {cfg.format} `{cfg.root}` split {cfg.split}, ×{cfg.scale}, "
             f"{r.result['data']['images']} images{crop}{seed}, crop border {r.cell.crop_border}"
