@@ -42,8 +42,8 @@ def scenes(
     tone_curve_prob: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(thumbnails N×3×48×48, oracle gains N, photo index N) of ``count`` synthetic scenes, a ``jpeg_prob``
-    share of them saved as JPEGs, a ``tone_curve_prob`` share developed with the tone curve; the photo index (position of the source photo in sorted order) lets a
-    cross-validation hold whole photos out."""
+    share of them saved as JPEGs and a ``tone_curve_prob`` share developed with the tone curve; the photo index
+    (position of the source photo in sorted order) lets a cross-validation hold whole photos out."""
     ds = SyntheticDataset(
         photos,
         split=split,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from nightflow.models.checkpoint import load_config, read_metadata
@@ -111,37 +112,39 @@ def _precision(amp: str | None) -> str:
 def _jpeg_phrase(facts: dict) -> str:
     """Which stages also saw JPEG-compressed inputs (``data.jpeg_prob``); empty when none did (stages bundled
     before the share was recorded had no JPEG step: it did not exist)."""
+    return _share_phrase(
+        facts,
+        lambda s: float(s.get("jpeg_share", 0.0)),
+        " Dark inputs saved as JPEGs of quality 60–95 (`data.jpeg_prob`)",
+    )
+
+
+def _share_phrase(facts: dict, share: Callable[[dict], float], what: str) -> str:
+    """``what`` with the share of each training stage (``share(stage)``): "50%." for weights of one stage,
+    "50% in the 1500 steps of stage 3, none before." for several; empty when every share is 0."""
     stages = facts.get("stages") or [facts]
-    shares = [float(s.get("jpeg_share", 0.0)) for s in stages]
+    shares = [share(s) for s in stages]
     if not any(shares):
         return ""
     if len(stages) == 1:
-        return f" {shares[0]:.0%} of the dark inputs were saved as JPEGs of quality 60–95 (`data.jpeg_prob`)."
-    return f" Dark inputs saved as JPEGs of quality 60–95 (`data.jpeg_prob`): {_per_stage(shares, stages)}, none before."
-
-
-def _per_stage(shares: list[float], stages: list[dict]) -> str:
-    """The stages' shares as "50% in the 1500 steps of stage 3, …", leaving out the stages whose share is 0."""
-    return ", ".join(
-        f"{share:.0%} in the {s['steps']} steps of stage {i + 1}"
-        for i, (share, s) in enumerate(zip(shares, stages))
-        if share
-    )
+        return f"{what}: {shares[0]:.0%}."
+    parts = [
+        f"{v:.0%} in the {s['steps']} steps of stage {i + 1}"
+        for i, (v, s) in enumerate(zip(shares, stages))
+        if v
+    ]
+    return f"{what}: {', '.join(parts)}, none before."
 
 
 def _tone_curve_phrase(facts: dict) -> str:
     """Which stages also saw scenes developed without the tone curve (``data.tone_curve_prob`` < 1); empty when
     none did (stages bundled before the share was recorded always applied it: the option did not exist)."""
-    stages = facts.get("stages") or [facts]
-    flat = [1.0 - float(s.get("tone_curve_share", 1.0)) for s in stages]
-    if not any(flat):
-        return ""
-    what = (
+    return _share_phrase(
+        facts,
+        lambda s: 1.0 - float(s.get("tone_curve_share", 1.0)),
         " Scenes developed without the tone curve, so the dark input is the target darkened in linear light"
+        " (`data.tone_curve_prob`)",
     )
-    if len(stages) == 1:
-        return f"{what} (`data.tone_curve_prob`): {flat[0]:.0%}."
-    return f"{what} (`data.tone_curve_prob`): {_per_stage(flat, stages)}, none before."
 
 
 def _recipe(facts: dict, name: str) -> str:

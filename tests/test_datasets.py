@@ -19,6 +19,7 @@ from nightflow.data.datasets import (
     LOLBlurDataset,
     PairedFolderDataset,
     RellisurDataset,
+    SyntheticDataset,
     build_dataset,
 )
 from nightflow.data.degrade import downscale
@@ -424,6 +425,11 @@ def test_synthetic_tone_curve_share_overrides_the_preset(photos):
     assert flat[1]["lq"].mean() > plain[1]["lq"].mean()
     with pytest.raises(ConfigError, match=r"tone_curve_prob must be within \[0, 1\]"):
         DataConfig(**cfg, tone_curve_prob=-0.1)
+    # the dataset, built directly (scripts/fit_exposure_head.py does), checks both shares the same way
+    for key in ("jpeg_prob", "tone_curve_prob"):
+        for bad in (1.5, True):
+            with pytest.raises(ConfigError, match=rf"{key} must be within \[0, 1\]"):
+                SyntheticDataset(photos, patch_size=16, **{key: bad})
 
 
 def test_synthetic_jpeg_quality_overrides_the_preset_and_changes_only_the_jpeg(photos):

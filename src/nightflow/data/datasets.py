@@ -111,12 +111,12 @@ class DataConfig:
             if len(self.ev_range) != 2:
                 raise ConfigError(f"data.ev_range must be [low, high], got {self.ev_range}")
             self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
-        if self.jpeg_prob is not None and not 0.0 <= self.jpeg_prob <= 1.0:
-            raise ConfigError(f"data.jpeg_prob must be within [0, 1], got {self.jpeg_prob}")
+        if self.jpeg_prob is not None:
+            self.jpeg_prob = deg.check_share(self.jpeg_prob, "data.jpeg_prob")
         if self.jpeg_quality is not None:
             self.jpeg_quality = list(deg.check_jpeg_quality(self.jpeg_quality, "data.jpeg_quality"))
-        if self.tone_curve_prob is not None and not 0.0 <= self.tone_curve_prob <= 1.0:
-            raise ConfigError(f"data.tone_curve_prob must be within [0, 1], got {self.tone_curve_prob}")
+        if self.tone_curve_prob is not None:
+            self.tone_curve_prob = deg.check_share(self.tone_curve_prob, "data.tone_curve_prob")
         if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
@@ -356,14 +356,13 @@ class SyntheticDataset(Dataset):
         if ev_range is not None:
             self.preset = dataclasses.replace(self.preset, ev_range=(min(ev_range), max(ev_range)))
         if jpeg_prob is not None:
-            self.preset = dataclasses.replace(self.preset, jpeg_prob=float(jpeg_prob))
+            self.preset = dataclasses.replace(self.preset, jpeg_prob=deg.check_share(jpeg_prob, "jpeg_prob"))
         if jpeg_quality is not None:
             quality = deg.check_jpeg_quality(jpeg_quality, "jpeg_quality")
             self.preset = dataclasses.replace(self.preset, jpeg_quality=quality)
         if tone_curve_prob is not None:
-            if not 0.0 <= tone_curve_prob <= 1.0:
-                raise UserError(f"tone_curve_prob must be within [0, 1], got {tone_curve_prob}")
-            self.preset = dataclasses.replace(self.preset, tone_curve_prob=float(tone_curve_prob))
+            share = deg.check_share(tone_curve_prob, "tone_curve_prob")
+            self.preset = dataclasses.replace(self.preset, tone_curve_prob=share)
         if scale not in self.preset.scales:
             raise UserError(
                 f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"

@@ -252,6 +252,14 @@ def jpeg_compress(srgb: torch.Tensor, quality: int) -> torch.Tensor:
     return torch.from_numpy(out.copy()).permute(2, 0, 1).contiguous().to(srgb.device)
 
 
+def check_share(value: float, key: str) -> float:
+    """A share of scenes (``jpeg_prob``, ``tone_curve_prob``) as a float within [0, 1]; anything else is a
+    ConfigError naming ``key``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be within [0, 1], got {value}")
+    return float(value)
+
+
 def check_jpeg_quality(quality: tuple[int, int] | list[int], key: str) -> tuple[int, int]:
     """A ``[low, high]`` JPEG quality range as ``(low, high)``, both within 1–95 (what :func:`jpeg_compress`
     takes); anything else is a ConfigError naming ``key``."""
@@ -485,8 +493,8 @@ def degrade(
 ) -> tuple[torch.Tensor, DegradationParams]:
     """Make a low-light (×``scale`` smaller, possibly shaken) sRGB image from a normal-light 3×H×W sRGB one.
 
-    Order: sRGB → linear (Brooks unprocessing, with or without its tone curve, or the sRGB curve) → camera shake → Gaussian blur + area
-    decimation (×2/×4) → darken by ``ev`` (drawn from the preset when None) → Poisson–Gaussian (+row) noise →
+    Order: sRGB → linear (Brooks unprocessing, with or without its tone curve, or the sRGB curve) → camera
+    shake → Gaussian blur + area decimation (×2/×4) → darken by ``ev`` (drawn from the preset when None) → Poisson–Gaussian (+row) noise →
     ADC quantisation → back to sRGB with the same camera → clip to [0, 1] → JPEG round trip (with the preset's
     ``jpeg_prob``). ``seed`` is only recorded.
     """
