@@ -100,6 +100,12 @@ def run_tone_curve_share(run_cfg: dict) -> float:
     return _run_preset_share(run_cfg, "tone_curve_prob", 1.0)
 
 
+def run_power_curve_share(run_cfg: dict) -> float:
+    """The share of a run's synthetic scenes encoded with a power law instead of the sRGB curve
+    (``data.power_curve_prob``; 0 for data not synthesised)."""
+    return _run_preset_share(run_cfg, "power_curve_prob", 0.0)
+
+
 def variant_config(src: Path, name: str) -> str | None:
     """The model config to store for weights bundled as the zoo variant ``name`` (JSON), None when ``name`` is
     not a variant. The run trained them as the variant's base, so its config carries the base's name: they take
@@ -130,6 +136,7 @@ STAGE_KEYS = (
     "patch_size",
     "jpeg_share",
     "tone_curve_share",
+    "power_curve_share",
 )
 
 
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     facts["amp"] = run_amp(run_cfg, meta)
     facts["jpeg_share"] = run_jpeg_share(run_cfg)
     facts["tone_curve_share"] = run_tone_curve_share(run_cfg)
+    facts["power_curve_share"] = run_power_curve_share(run_cfg)
     photos = training_photo_count(run_cfg)
     if photos is not None:
         facts["train_photos"] = photos

@@ -30,6 +30,8 @@ from nightflow.encoders.exposure import exposure_features
 from nightflow.models.checkpoint import load_model, read_metadata
 
 PREFIX = "encoder.exposure_head."
+# the synthesis shares a fit's scenes are made with, and what a cache written before each existed holds
+SHARE_DEFAULTS = {"jpeg_prob": 0.0, "tone_curve_prob": 1.0, "power_curve_prob": 0.0}
 
 
 def scenes(
@@ -40,9 +42,11 @@ def scenes(
     seed: int,
     jpeg_prob: float = 0.0,
     tone_curve_prob: float = 1.0,
+    power_curve_prob: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(thumbnails N×3×48×48, oracle gains N, photo index N) of ``count`` synthetic scenes, a ``jpeg_prob``
-    share of them saved as JPEGs and a ``tone_curve_prob`` share developed with the tone curve; the photo index
+    share of them saved as JPEGs, a ``tone_curve_prob`` share developed with the tone curve and a
+    ``power_curve_prob`` share encoded with a power law instead of the sRGB curve; the photo index
     (position of the source photo in sorted order) lets a cross-validation hold whole photos out."""
     ds = SyntheticDataset(
         photos,
@@ -55,6 +59,7 @@ def scenes(
         augment=False,
         jpeg_prob=jpeg_prob,
         tone_curve_prob=tone_curve_prob,
+        power_curve_prob=power_curve_prob,
     )
     items = [ds[i] for i in range(count)]
     stems = [it["name"].split("#")[0] for it in items]
@@ -162,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         "data.tone_curve_prob)",
     )
     parser.add_argument(
+        "--power-curve-prob",
+        type=float,
+        default=0.0,
+        help="share of the scenes encoded with a power law instead of the sRGB curve (default 0; use the "
+        "weights' training share, data.power_curve_prob)",
+    )
+    parser.add_argument(
         "--cache",
         type=Path,
         default=None,
@@ -176,32 +188,29 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     head = head.float().train()
     torch.manual_seed(0)
+    shares = {key: float(getattr(args, key)) for key in SHARE_DEFAULTS}
     if args.cache is not None and args.cache.is_file():
         data = torch.load(args.cache, weights_only=True)
         if len(data["train"]) != 3:
             print(f"{args.cache}: written by an older version of this script (no photo index); delete it")
             return 2
-        made_with = float(data.get("jpeg_prob", torch.tensor(0.0)))
-        tone_with = float(data.get("tone_curve_prob", torch.tensor(1.0)))
-        if (made_with, tone_with) != (args.jpeg_prob, args.tone_curve_prob):
-            print(
-                f"{args.cache}: its scenes have JPEG share {made_with} and tone-curve share {tone_with}, not "
-                f"{args.jpeg_prob} and {args.tone_curve_prob}; use another file"
-            )
+        made_with = {
+            key: float(data.get(key, torch.tensor(default))) for key, default in SHARE_DEFAULTS.items()
+        }
+        if made_with != shares:
+            print(f"{args.cache}: its scenes have shares {made_with}, not {shares}; use another file")
             return 2
     else:
         synthesise = functools.partial(
             scenes,
             args.photos,
             scale=model.scale,
-            jpeg_prob=args.jpeg_prob,
-            tone_curve_prob=args.tone_curve_prob,
+            **shares,
         )
         data = {
             "train": synthesise("train", count=args.scenes, seed=123),
             "val": synthesise("val", count=args.val_scenes, seed=7),
-            "jpeg_prob": torch.tensor(args.jpeg_prob),
-            "tone_curve_prob": torch.tensor(args.tone_curve_prob),
+            **{key: torch.tensor(value) for key, value in shares.items()},
         }
         if args.cache is not None:
             torch.save(data, args.cache)
@@ -233,8 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             "steps": args.steps,
             "lr": args.lr,
             "validation_scenes": args.val_scenes,
-            "jpeg_prob": args.jpeg_prob,
-            "tone_curve_prob": args.tone_curve_prob,
+            **shares,
             "before": before,
             "after": after,
             **({"cross_validation": {"folds": args.cv_folds, **cv}} if cv else {}),

@@ -147,6 +147,16 @@ def _tone_curve_phrase(facts: dict) -> str:
     )
 
 
+def _power_curve_phrase(facts: dict) -> str:
+    """Which stages also saw scenes encoded with a power law instead of the sRGB curve
+    (``data.power_curve_prob``); empty when none did (stages bundled before the share was recorded had none)."""
+    return _share_phrase(
+        facts,
+        lambda s: float(s.get("power_curve_share", 0.0)),
+        " Scenes encoded with a power law (gamma 2.0–2.4) instead of the sRGB curve (`data.power_curve_prob`)",
+    )
+
+
 def _recipe(facts: dict, name: str) -> str:
     default = (
         f"nightflow train {name}-synthetic --set data.root=data/photos/train --set val.root=data/photos/val"
@@ -201,7 +211,7 @@ GT-mean rescaled, reported separately):
   Poisson–Gaussian noise, blur and decimation in linear light) from {_photos_phrase(facts)} of
   `scripts/photo_split.json` (Debian wallpaper packages and scikit-image photos, fetched by `make photos`);
   each {patch} px HR patch (batch 8) is cut from a 384 px scene that was degraded as a whole, and gets that
-  scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}{_tone_curve_phrase(facts)}
+  scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}{_tone_curve_phrase(facts)}{_power_curve_phrase(facts)}
   {_stage_precision(facts)}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
 - Exposure head: {_exposure_line(fit)}

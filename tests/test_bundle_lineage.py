@@ -81,6 +81,9 @@ def test_card_describes_each_stage_photos_precision_and_recipe():
     assert cards._tone_curve_phrase(jpeg) == ""  # every stage applied the tone curve: nothing said
     flat = bundle.chain_facts(jpeg, {**_run(400, total), "tone_curve_share": 0.5})
     assert "50% in the 400 steps of stage 5, none before" in cards._tone_curve_phrase(flat)
+    assert cards._power_curve_phrase(flat) == ""  # no stage recorded a power-law share: nothing said
+    power = bundle.chain_facts(flat, {**_run(300, total), "power_curve_share": 0.3})
+    assert "30% in the 300 steps of stage 6, none before" in cards._power_curve_phrase(power)
     # a single run on every photo stays one short phrase
     assert cards._photos_phrase(_run(10, total)) == f"the {total} training photos"
     assert cards._stage_precision(_run(10, total)) == "float32 throughout"
@@ -137,6 +140,9 @@ def test_jpeg_share_is_the_runs_override_else_its_presets():
     assert bundle.run_tone_curve_share({"data": {"format": "synthetic", "preset": "dfsr-lle"}}) == 1.0
     assert bundle.run_tone_curve_share({"data": {"format": "synthetic", "tone_curve_prob": 0.5}}) == 0.5
     assert bundle.run_tone_curve_share({"data": {"format": "paired"}}) == 1.0
+    assert bundle.run_power_curve_share({"data": {"format": "synthetic", "preset": "dfsr-lle"}}) == 0.0
+    assert bundle.run_power_curve_share({"data": {"format": "synthetic", "power_curve_prob": 0.3}}) == 0.3
+    assert bundle.run_power_curve_share({"data": {"format": "paired"}}) == 0.0
 
 
 def test_bundled_precision_is_what_the_trainer_recorded_even_for_an_auto_recipe():

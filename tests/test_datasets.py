@@ -426,10 +426,19 @@ def test_synthetic_tone_curve_share_overrides_the_preset(photos):
     with pytest.raises(ConfigError, match=r"tone_curve_prob must be within \[0, 1\]"):
         DataConfig(**cfg, tone_curve_prob=-0.1)
     # the dataset, built directly (scripts/fit_exposure_head.py does), checks both shares the same way
-    for key in ("jpeg_prob", "tone_curve_prob"):
+    for key in ("jpeg_prob", "tone_curve_prob", "power_curve_prob"):
         for bad in (1.5, True):
             with pytest.raises(ConfigError, match=rf"{key} must be within \[0, 1\]"):
                 SyntheticDataset(photos, patch_size=16, **{key: bad})
+
+
+def test_synthetic_power_curve_share_overrides_the_preset(photos):
+    cfg = dict(format="synthetic", root=str(photos), patch_size=16, length=6, augment=False)
+    plain, power = (build_dataset(DataConfig(**cfg, power_curve_prob=p), train=False) for p in (None, 1.0))
+    assert plain.preset.power_curve_prob == 0.0 and power.preset.power_curve_prob == 1.0
+    assert torch.equal(plain[1]["hq"], power[1]["hq"]) and not torch.equal(plain[1]["lq"], power[1]["lq"])
+    with pytest.raises(ConfigError, match=r"data.power_curve_prob must be within \[0, 1\]"):
+        DataConfig(**cfg, power_curve_prob=2)
 
 
 def test_synthetic_jpeg_quality_overrides_the_preset_and_changes_only_the_jpeg(photos):

@@ -217,6 +217,37 @@ def test_tone_curve_share_draws_both_and_the_default_draws_nothing():
     assert D.get_preset("dfsr-lle").tone_curve_prob == 1.0
 
 
+def test_power_curve_scene_is_the_target_darkened_in_linear_light_of_its_power_law():
+    """A scene whose camera encodes with a power law: unprocess and reprocess use the same curve, so without
+    the tone curve the dark image is the target darkened in that law's linear light, not the sRGB curve's;
+    read with the sRGB curve its dark colours come out far paler (the foreign set's symptom)."""
+    hq = 0.1 + 0.8 * torch.rand(3, 16, 16, generator=gen(3))
+    power = _quiet(D.get_preset("dfsr-lle"), tone_curve_prob=0.0, power_curve_prob=1.0)
+    lq, params = D.degrade(hq, 1, power, gen(1))
+    gamma = params.unprocess.gamma
+    assert gamma is not None and 2.0 <= gamma <= 2.4
+    assert torch.allclose(lq.clamp(min=0) ** gamma, hq**gamma / 8, rtol=0.02, atol=2e-4)
+    assert not torch.allclose(D.srgb_to_linear(lq), D.srgb_to_linear(hq) / 8, rtol=0.1, atol=2e-3)
+    # the curves are exact inverses of each other, both ways
+    x = torch.linspace(0, 1, 101)
+    for g in (None, 2.2):
+        assert torch.allclose(D.encode_transfer(D.decode_transfer(x, g), g), x, atol=1e-5)
+
+
+def test_power_curve_share_draws_both_and_the_default_draws_nothing():
+    hq = torch.rand(3, 16, 16, generator=gen(4))
+    half = dataclasses.replace(D.get_preset("dfsr-lle"), power_curve_prob=0.5)
+    drawn = {D.degrade(hq, 1, half, gen(seed))[1].unprocess.gamma is None for seed in range(16)}
+    assert drawn == {True, False}
+    explicit = dataclasses.replace(D.get_preset("dfsr-lle"), power_curve_prob=0.0)
+    a, pa = D.degrade(hq, 2, "dfsr-lle", gen(9))
+    b, pb = D.degrade(hq, 2, explicit, gen(9))
+    assert torch.equal(a, b) and pa.ev == pb.ev and pa.unprocess.gamma is None
+    assert all(
+        p.power_curve_prob == 0.0 for p in map(D.get_preset, ("dfsr-lle", "lol-blur", "dfsr-lle-jpeg"))
+    )
+
+
 def test_degrade_shapes_determinism_and_params():
     hq = torch.rand(3, 32, 48, generator=gen(6))
     for scale in (1, 2, 4):

@@ -65,6 +65,9 @@ class DataConfig:
     # synthetic: share of scenes developed with the tone curve (the rest: the plain sRGB curve, so the dark
     # image is the target darkened in linear light), overrides the preset's (0 … 1)
     tone_curve_prob: float | None = None
+    # synthetic: share of scenes encoded with a power law (display gamma 2.0-2.4) instead of the sRGB curve,
+    # overrides the preset's (0 … 1)
+    power_curve_prob: float | None = None
     length: int | None = None  # synthetic: items per epoch (default: one per photo)
     seed: int = 0
     lq_dir: str | None = None  # paired/unpaired/lolblur: LQ folder name (lolblur default low_blur_noise)
@@ -111,12 +114,11 @@ class DataConfig:
             if len(self.ev_range) != 2:
                 raise ConfigError(f"data.ev_range must be [low, high], got {self.ev_range}")
             self.ev_range = [float(min(self.ev_range)), float(max(self.ev_range))]
-        if self.jpeg_prob is not None:
-            self.jpeg_prob = deg.check_share(self.jpeg_prob, "data.jpeg_prob")
+        for key in ("jpeg_prob", "tone_curve_prob", "power_curve_prob"):
+            if getattr(self, key) is not None:
+                setattr(self, key, deg.check_share(getattr(self, key), f"data.{key}"))
         if self.jpeg_quality is not None:
             self.jpeg_quality = list(deg.check_jpeg_quality(self.jpeg_quality, "data.jpeg_quality"))
-        if self.tone_curve_prob is not None:
-            self.tone_curve_prob = deg.check_share(self.tone_curve_prob, "data.tone_curve_prob")
         if len(self.scene_scale) != 2 or not 0 < min(self.scene_scale) <= max(self.scene_scale) <= 1:
             raise ConfigError(f"data.scene_scale must be [low, high] within (0, 1], got {self.scene_scale}")
         if self.scene_size < 16:
@@ -345,6 +347,7 @@ class SyntheticDataset(Dataset):
         jpeg_prob: float | None = None,
         jpeg_quality: tuple[int, int] | list[int] | None = None,
         tone_curve_prob: float | None = None,
+        power_curve_prob: float | None = None,
         recursive: bool = True,
         cache: bool = True,
         scene_size: int = 384,
@@ -360,9 +363,9 @@ class SyntheticDataset(Dataset):
         if jpeg_quality is not None:
             quality = deg.check_jpeg_quality(jpeg_quality, "jpeg_quality")
             self.preset = dataclasses.replace(self.preset, jpeg_quality=quality)
-        if tone_curve_prob is not None:
-            share = deg.check_share(tone_curve_prob, "tone_curve_prob")
-            self.preset = dataclasses.replace(self.preset, tone_curve_prob=share)
+        for key, share in (("tone_curve_prob", tone_curve_prob), ("power_curve_prob", power_curve_prob)):
+            if share is not None:
+                self.preset = dataclasses.replace(self.preset, **{key: deg.check_share(share, key)})
         if scale not in self.preset.scales:
             raise UserError(
                 f"preset '{self.preset.name}' supports scales {list(self.preset.scales)}, not ×{scale}"
@@ -494,6 +497,7 @@ def _synthetic(cfg: DataConfig, train: bool) -> Dataset:
         jpeg_prob=cfg.jpeg_prob,
         jpeg_quality=cfg.jpeg_quality,
         tone_curve_prob=cfg.tone_curve_prob,
+        power_curve_prob=cfg.power_curve_prob,
         recursive=cfg.recursive,
         cache=True,  # photos are re-read for every crop: always keep them decoded (DataConfig refuses cache)
         scene_size=cfg.scene_size,

@@ -20,6 +20,12 @@ Default ranges (the ``DegradeConfig`` fields, all overridable):
   linear comes out about 2 EV darker than the plain sRGB curve makes it). The other scenes skip it both ways,
   so their dark image is the target darkened in linear light, as a raw file developed with the plain sRGB
   curve or a pipeline that scales the decoded photo (the quality issue's independent one) makes it.
+- transfer curve (``power_curve_prob``, 0 in every preset): the share of scenes whose camera encodes with a pure
+  power law (display gamma γ ~ U(2.0, 2.4), as "gamma 2.2" pipelines and many synthetic low-light sets do)
+  instead of the sRGB curve, both ways. The two differ most in the deep shadows, where a dark image lives: read
+  with the sRGB curve, a power-law image's dark colours lose most of their saturation in linear light (a 10:1
+  channel ratio at 1 % and 0.1 % linear reads as about 4:1), so a model that only saw the sRGB curve restores
+  such photos pale.
 - noise: variance = shot·x + read² (heteroscedastic Gaussian approximation of Poisson–Gaussian noise), with
   log(shot) ~ U(log 1e-4, log 0.012) and log(read²) = 2.18·log(shot) + 1.20 + N(0, 0.26) — in Brooks et al.
   the sampled "read" quantity is the read-noise *variance*, so ``read`` here is its square root (the std).
@@ -120,6 +126,17 @@ class UnprocessParams:
     red_gain: float
     blue_gain: float
     tone_curve: bool = True  # Brooks et al.'s tone curve, inverted by unprocess and re-applied by reprocess
+    gamma: float | None = None  # a pure power-law transfer curve (display gamma); None: the sRGB curve
+
+
+def decode_transfer(srgb: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Display-encoded → linear: the sRGB curve (``gamma`` None) or a pure power law x^gamma."""
+    return srgb_to_linear(srgb) if gamma is None else srgb.clamp(min=0.0) ** gamma
+
+
+def encode_transfer(linear: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """Linear → display-encoded, the inverse of :func:`decode_transfer` on [0, 1]."""
+    return linear_to_srgb(linear) if gamma is None else linear.clamp(min=0.0) ** (1.0 / gamma)
 
 
 def random_unprocess_params(
@@ -152,14 +169,15 @@ def _gains(p: UnprocessParams, x: torch.Tensor) -> torch.Tensor:
 
 
 def unprocess(srgb: torch.Tensor, params: UnprocessParams) -> torch.Tensor:
-    """sRGB → linear camera space: inverse tone curve, inverse sRGB curve, sRGB→camera matrix, inverse WB.
+    """sRGB → linear camera space: inverse tone curve, inverse transfer curve (sRGB, or the camera's power law),
+    sRGB→camera matrix, inverse WB.
 
     The white balance is inverted exactly (divide by the gains, clip at 1). Brooks et al.'s
     highlight-preserving variant is deliberately not used: here the image is darkened before it is
     re-processed, so highlights are no longer clipped and re-applying the gains would turn them magenta.
     """
     _check_image(srgb)
-    x = srgb_to_linear(inverse_tone_curve(srgb) if params.tone_curve else srgb)
+    x = decode_transfer(inverse_tone_curve(srgb) if params.tone_curve else srgb, params.gamma)
     x = apply_ccm(x, params.rgb2cam)
     return (x / _gains(params, x)).clamp(0.0, 1.0)
 
@@ -174,7 +192,7 @@ def reprocess(linear_cam: torch.Tensor, params: UnprocessParams) -> torch.Tensor
     x = (linear_cam * _gains(params, linear_cam)).clamp(0.0, 1.0)
     cam2rgb = torch.linalg.inv(torch.tensor(params.rgb2cam, dtype=torch.float64))
     x = apply_ccm(x, cam2rgb).clamp(0.0, 1.0)
-    srgb = linear_to_srgb(x)
+    srgb = encode_transfer(x, params.gamma)
     return tone_curve(srgb) if params.tone_curve else srgb
 
 
@@ -253,7 +271,7 @@ def jpeg_compress(srgb: torch.Tensor, quality: int) -> torch.Tensor:
 
 
 def check_share(value: float, key: str) -> float:
-    """A share of scenes (``jpeg_prob``, ``tone_curve_prob``) as a float within [0, 1]; anything else is a
+    """A share of scenes (``jpeg_prob``, ``tone_curve_prob``, ``power_curve_prob``) as a float within [0, 1]; anything else is a
     ConfigError naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         raise ConfigError(f"{key} must be within [0, 1], got {value}")
@@ -407,6 +425,10 @@ class DegradeConfig:
     # share of unprocessed scenes whose camera applies the tone curve; 1 draws nothing, so presets that keep it
     # make the same pairs as before the option existed
     tone_curve_prob: float = 1.0
+    # share of unprocessed scenes whose camera encodes with a power law of gamma ~ U(power_gamma) instead of the
+    # sRGB curve; 0 draws nothing, so presets without it make the same pairs as before the option existed
+    power_curve_prob: float = 0.0
+    power_gamma: tuple[float, float] = (2.0, 2.4)
     shot_range: tuple[float, float] = (1e-4, 0.012)
     row_noise_prob: float = 0.25
     row_noise_ratio: tuple[float, float] = (0.1, 0.5)
@@ -493,7 +515,8 @@ def degrade(
 ) -> tuple[torch.Tensor, DegradationParams]:
     """Make a low-light (×``scale`` smaller, possibly shaken) sRGB image from a normal-light 3×H×W sRGB one.
 
-    Order: sRGB → linear (Brooks unprocessing, with or without its tone curve, or the sRGB curve) → camera
+    Order: sRGB → linear (Brooks unprocessing, with or without its tone curve, with the sRGB curve or a power
+    law; or the sRGB curve alone) → camera
     shake → Gaussian blur + area decimation (×2/×4) → darken by ``ev`` (drawn from the preset when None) → Poisson–Gaussian (+row) noise →
     ADC quantisation → back to sRGB with the same camera → clip to [0, 1] → JPEG round trip (with the preset's
     ``jpeg_prob``). ``seed`` is only recorded.
@@ -513,6 +536,8 @@ def degrade(
         params.unprocess = random_unprocess_params(generator)
         if cfg.tone_curve_prob < 1.0:
             params.unprocess.tone_curve = _uniform(generator, 0.0, 1.0) < cfg.tone_curve_prob
+        if cfg.power_curve_prob > 0 and _uniform(generator, 0.0, 1.0) < cfg.power_curve_prob:
+            params.unprocess.gamma = _uniform(generator, *cfg.power_gamma)
         linear = unprocess(x, params.unprocess)
     else:
         linear = srgb_to_linear(x)

@@ -154,6 +154,8 @@ def markdown(suite: Suite, results: list[CellResult], device: str, skipped: list
                 seed += f", JPEG quality {low}" if low == high else f", JPEG quality {low}-{high}"
             if cfg.tone_curve_prob is not None:
                 seed += f", tone-curve share {cfg.tone_curve_prob:g}"
+            if cfg.power_curve_prob is not None:
+                seed += f", power-curve share {cfg.power_curve_prob:g}"
         lines.append(
             f"- **{d.label}**: {cfg.format} `{cfg.root}` split {cfg.split}, ×{cfg.scale}, "
             f"{r.result['data']['images']} images{crop}{seed}, crop border {r.cell.crop_border}"
