@@ -85,19 +85,24 @@ def decompose(spec: str, root_override: Path | None, suite_file: Path = SUITE) -
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def suite_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The command line of the per-pair suite studies (this one, ``colour_fidelity``): models, --data-root, --suite."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", help="zoo names, weights files or run folders")
-    parser.add_argument("--data-root", type=Path, help="folder that holds photos/ (default: the suite's)")
+    parser.add_argument(
+        "--data-root", type=Path, help="folder that holds the suite's data (default: the suite's)"
+    )
     parser.add_argument(
         "--suite",
         type=Path,
         default=SUITE,
         help="suite whose x<scale> pairs to use (default: the synthetic suite)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = suite_parser(__doc__).parse_args(argv)
     rows = []
     for spec in args.models:
         row = decompose(spec, args.data_root, args.suite)
