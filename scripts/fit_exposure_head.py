@@ -26,12 +26,15 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from nightflow.data.datasets import SyntheticDataset
+from nightflow.data.degrade import DegradeConfig
 from nightflow.encoders.exposure import exposure_features
 from nightflow.models.checkpoint import load_model, read_metadata
 
 PREFIX = "encoder.exposure_head."
-# the synthesis shares a fit's scenes are made with, and what a cache written before each existed holds
-SHARE_DEFAULTS = {"jpeg_prob": 0.0, "tone_curve_prob": 1.0, "power_curve_prob": 0.0}
+# the synthesis shares a fit's scenes are made with; a cache written before a share existed holds the default
+SHARE_DEFAULTS = {
+    k: getattr(DegradeConfig(), k) for k in ("jpeg_prob", "tone_curve_prob", "power_curve_prob")
+}
 
 
 def scenes(
