@@ -390,3 +390,41 @@ if __name__ == "__main__":  # print the PINNED table (run on the code whose loss
     for case in sorted(CASES):
         print(f"    {case!r}: {{{', '.join(f'{k!r}: {v!r}' for k, v in case_losses(case).items())}}},")
     print("}")
+
+
+def test_ssim_term_is_one_minus_the_benchmark_ssim_and_keeps_float32_under_bf16_autocast():
+    from nightflow.losses import ForwardOutputs
+    from nightflow.metrics import ssim
+
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 24, 24, generator=gen) * 0.3
+    pred = (target + 0.05 * torch.randn(2, 3, 24, 24, generator=gen)).clamp(0, 1).requires_grad_()
+    term = LOSSES.get("ssim")("ssim")
+
+    def loss(p: torch.Tensor) -> torch.Tensor:
+        return term(ForwardOutputs({}, {"prediction": lambda: p, "target": lambda: target}), {})
+
+    value = loss(pred)
+    expected = 1 - ssim(pred.detach(), target, convention="skimage").mean()  # the suites' SSIM, float64
+    assert abs(value.item() - expected.item()) < 1e-5 and 0.05 < value.item() < 1
+    assert loss(target).item() == pytest.approx(0.0, abs=1e-5)
+    noisier = (target + 0.1 * torch.randn(2, 3, 24, 24, generator=gen)).clamp(0, 1)
+    assert loss(noisier).item() > value.item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_bf16 = loss(pred)
+    assert under_bf16.dtype == torch.float32 and abs(under_bf16.item() - value.item()) < 1e-6
+    under_bf16.backward()
+    assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
+
+
+def test_a_flow_trains_with_the_ssim_term():
+    model = _tiny_flow(
+        [{"name": "nll", "weight": 1}, {"name": "l1", "weight": 1.5}, {"name": "ssim", "weight": 1}]
+    )
+    batch = case_batch("lolisrflow-x2-tiny", 2)
+    model.initialize(batch)
+    model.train()
+    terms = model.loss(batch, torch.Generator().manual_seed(0))
+    assert list(terms) == ["nll", "l1", "ssim", "total"] and 0 < terms["ssim"].item() < 2
+    terms["total"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.flow.parameters())

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ..maps import color_map_l1
+from ..metrics.ssim import local_ssim
 from .base import LOSSES, ForwardOutputs, LossTerm
 
 
@@ -37,6 +39,23 @@ class L1(LossTerm):
 
     def __call__(self, out: ForwardOutputs, batch: Mapping[str, Any]) -> Tensor:
         return (out.prediction - out.target).abs().mean()
+
+
+@LOSSES.register("ssim")
+class SSIM(LossTerm):
+    """1 − SSIM of the deterministic prediction (as ``l1`` reads it) against the target: scikit-image's
+    convention on RGB, the benchmark suites' SSIM (``metrics.ssim.local_ssim``). Why: L1 weighs an error by its
+    size in absolute levels, so the dark, low-contrast regions of a night photo, where SSIM (relative to local
+    brightness and contrast) loses most, pull little on it. Computed in float32 with autocast off: the local
+    variances are differences of squares that bf16 cannot hold."""
+
+    needs = ("hq",)
+    reads = ("prediction", "target")
+
+    def __call__(self, out: ForwardOutputs, batch: Mapping[str, Any]) -> Tensor:
+        pred, target = out.prediction, out.target
+        with torch.autocast(pred.device.type, enabled=False):
+            return 1.0 - local_ssim(pred.float(), target.float(), "skimage").mean()
 
 
 @LOSSES.register("color_map_l1")

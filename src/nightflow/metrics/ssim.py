@@ -68,12 +68,20 @@ def ssim(
     p, g = select_channel(crop(p, crop_border), channel), select_channel(crop(g, crop_border), channel)
     if quantize:
         p, g = torch.round(p * 255) / 255, torch.round(g * 255) / 255
-    win = _window_1d(convention, p.dtype, p.device)
-    k = win.numel()
+    k = _window_1d(convention, p.dtype, p.device).numel()
     if min(p.shape[-2:]) < k:
         raise UserError(
             f"ssim ({convention}) needs images of at least {k}×{k} px, got {p.shape[-2]}×{p.shape[-1]}"
         )
+    return local_ssim(p, g, convention)
+
+
+def local_ssim(p: torch.Tensor, g: torch.Tensor, convention: str = "skimage") -> torch.Tensor:
+    """Per-image mean SSIM (shape N) of two N×C×H×W tensors as they are: no conversion, range or size checks,
+    differentiable, in their own dtype. :func:`ssim` (the metric) and the ``ssim`` loss term share it, so the
+    loss optimises exactly what the benchmark scores."""
+    win = _window_1d(convention, p.dtype, p.device)
+    k = win.numel()
     # the five local moments, filtered in one separable 'valid' pass (banded matrices: fast in float64)
     stack = torch.cat([p, g, p * p, g * g, p * g], dim=1)
     rows, cols = _valid_filter_matrix(win, p.shape[-2]), _valid_filter_matrix(win, p.shape[-1])
