@@ -1,4 +1,5 @@
-"""Inference optimisations of the bundled ×2, each measured on its own against plain float32 (issue 15 item 3).
+"""Inference optimisations of a bundled model (the ×2 unless ``--model``), each measured on its own against plain
+float32 (issue 15 item 3).
 
 Rows: float32 eager (the reference); channels_last (model and input); bf16 autocast of the encoder and coupling
 subnets (``--precision bf16``; the flow's invertible arithmetic stays float32); ActNorm folded into its convs
@@ -9,7 +10,9 @@ layout `Encoder.channels_last_inference` records). Each row: ms per output megap
 difference from float32 in 0..255 levels. Ratios are from one run (interleaved A/B rounds); this machine is
 shared, so absolute times are indicative only.
 
-``python -m benchmarks.run_all optimizations [--quick]`` (quick: fewer rounds, no torch.compile)
+``python -m benchmarks.run_all optimizations [--quick]`` (quick: fewer rounds, no torch.compile);
+``python -m benchmarks.bench_optimizations --model lolisrflow-x1-jpeg --threads 1`` for another bundled model (saved
+as ``optimizations_<model>``): what float32 costs a model whose weights keep it out of bf16
 """
 
 from __future__ import annotations
@@ -31,12 +34,12 @@ def _lq() -> torch.Tensor:
     return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 0.25
 
 
-def _contenders(quick: bool) -> dict:
+def _contenders(quick: bool, model: str = MODEL) -> dict:
     import nightflow
     from nightflow import inference
     from nightflow.flow.fold import folded
 
-    base = nightflow.load(MODEL).restorer.eval()
+    base = nightflow.load(model).restorer.eval()
     lq = _lq()
     ctx = base.context(lq)
 
@@ -45,7 +48,7 @@ def _contenders(quick: bool) -> dict:
             model, x, tile=tile, tile_batch=tile_batch, precision=precision, context=ctx
         )
 
-    cl = nightflow.load(MODEL).restorer.eval().to(memory_format=torch.channels_last)
+    cl = nightflow.load(model).restorer.eval().to(memory_format=torch.channels_last)
     folded_cl = folded(base).to(memory_format=torch.channels_last)
     lq_cl = lq.contiguous(memory_format=torch.channels_last)
     rows = {
@@ -59,7 +62,7 @@ def _contenders(quick: bool) -> dict:
         "tiles 96 px, 4 per call": call(base, tile=TILE, tile_batch=4),
     }
     if not quick:
-        comp = nightflow.load(MODEL).compile()
+        comp = nightflow.load(model).compile()
         start = time.perf_counter()
         with torch.inference_mode():
             call(comp.restorer)()
@@ -119,11 +122,13 @@ def layout_rows(rounds: int = LAYOUT_ROUNDS) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False, threads: int = THREADS) -> dict:
+def run(quick: bool = False, threads: int = THREADS, model: str = MODEL) -> dict:
+    import nightflow
+
     torch.set_num_threads(threads)
-    contenders = _contenders(quick)
+    contenders = _contenders(quick, model)
     rounds = 2 if quick else 3
-    out_mp = (SIZE * 2) ** 2 / 1e6
+    out_mp = (SIZE * nightflow.load(model).restorer.scale) ** 2 / 1e6
     best = {name: float("inf") for name in contenders}
     outputs = {}
     with torch.inference_mode():
@@ -161,7 +166,7 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
 
     payload = {
         "benchmark": "optimizations",
-        "model": MODEL,
+        "model": model,
         "input_lr": f"{SIZE}x{SIZE}",
         "threads": threads,
         "rounds": rounds,
@@ -174,7 +179,7 @@ def run(quick: bool = False, threads: int = THREADS) -> dict:
         "layout_rows": layouts,
         "conv_rates": conv_rates,
     }
-    path = save("optimizations", payload)
+    path = save("optimizations" if model == MODEL else f"optimizations_{model}", payload)
     print(table(rows, ["optimisation", "ms_per_output_mp", "speed_vs_fp32", "max_diff_255", "compile_s"]))
     print(
         table(
@@ -202,5 +207,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=THREADS)
+    parser.add_argument("--model", default=MODEL, help=f"bundled model to measure (default {MODEL})")
     args = parser.parse_args()
-    run(quick=args.quick, threads=args.threads)
+    run(quick=args.quick, threads=args.threads, model=args.model)

@@ -109,14 +109,15 @@ def run_power_curve_share(run_cfg: dict) -> float:
 def variant_config(src: Path, name: str) -> str | None:
     """The model config to store for weights bundled as the zoo variant ``name`` (JSON), None when ``name`` is
     not a variant. The run trained them as the variant's base, so its config carries the base's name: they take
-    the variant's name and description, and any other difference from the zoo's config is an error (the file
-    would not be the architecture the zoo says)."""
+    the variant's name, description and measured facts (``zoo.WEIGHT_FACTS``, e.g. ``bf16_inference: false``),
+    and any other difference from the zoo's config is an error (the file would not be the architecture the zoo
+    says)."""
     base = zoo.variant_base(name)
     if base is None:
         return None
     want = to_dict(zoo.get_config(name))
     stored = to_dict(load_config(src))
-    renamed = {**stored, "name": want["name"], "description": want["description"]}
+    renamed = {**stored, **{k: want[k] for k in ("name", "description", *sorted(zoo.WEIGHT_FACTS))}}
     differ = sorted(k for k in set(want) | set(renamed) if want.get(k) != renamed.get(k))
     if differ:
         raise ConfigError(

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from nightflow.models.checkpoint import load_config, read_metadata
+from nightflow.models.checkpoint import load_config, load_model, read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, canonical
 
 SUITE = "benchmarks/suites/synthetic.yaml"
@@ -182,8 +182,22 @@ def _stage_precision(facts: dict) -> str:
     return "; then ".join(f"{k} ({s['steps']} steps)" for k, s in zip(kinds, stages))
 
 
+def _inference_line(precisions: tuple[str, ...]) -> str:
+    """How ``--precision auto`` runs these weights: bf16 only where measured within 1/255 of float32."""
+    if "bf16" in precisions:
+        return (
+            "bf16 autocast where the hardware runs it faster (CUDA, AMX CPUs, AMD CPUs with avx512_bf16), within "
+            "1/255 of float32 (`tests/test_precision.py`); float32 elsewhere"
+        )
+    return (
+        "float32 everywhere: bf16 autocast moves these weights' output by more than 1/255 "
+        "(`tests/test_precision.py`), so `--precision auto` never picks it"
+    )
+
+
 def card(path: Path, results: dict, others: list[dict] | None = None) -> str:
     cfg = load_config(path)
+    precisions = tuple(load_model(path).precisions)
     meta = read_metadata(path)
     facts = json.loads(meta.get("nightflow_training", "{}"))
     fit = json.loads(meta.get("nightflow_exposure_fit", "null"))
@@ -205,6 +219,7 @@ GT-mean rescaled, reported separately):
     return f"""# {cfg.name}
 
 {cfg.description}. Task: {cfg.task}. Weights stored as float16 ({path.stat().st_size / 1e6:.1f} MB).
+Inference (`--precision auto`): {_inference_line(precisions)}.
 
 ## Training
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,

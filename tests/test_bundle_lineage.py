@@ -167,6 +167,15 @@ def test_weights_bundled_as_a_variant_take_its_name_and_must_have_its_architectu
     assert stored["name"] == "lolisrflow-x2-tiny-jpeg" and stored["flow"]["hidden"] == base_cfg.flow.hidden
     assert stored["description"] == get_config("lolisrflow-x2-jpeg").description
     assert bundle.variant_config(trained, "lolisrflow-x2-tiny") is None  # not a variant: stored as trained
+    x1_cfg = get_config("lolisrflow-x1-tiny")
+    assert x1_cfg.bf16_inference and not get_config("lolisrflow-x1-jpeg").bf16_inference
+    x1 = save_model(build_model(x1_cfg), tmp_path / "x1.safetensors", x1_cfg)
+    stored = json.loads(
+        bundle.variant_config(x1, "lolisrflow-x1-tiny-jpeg")
+    )  # trained as the base, which allows bf16
+    assert (
+        stored["bf16_inference"] is False and stored["name"] == "lolisrflow-x1-tiny-jpeg"
+    )  # the variant's fact
     x4_cfg = get_config("lolisrflow-x4-tiny")
     x4 = save_model(build_model(x4_cfg), tmp_path / "x4.safetensors", x4_cfg)
     with pytest.raises(ConfigError, match="differs from lolisrflow-x2-tiny-jpeg's in .*scale"):
@@ -200,3 +209,13 @@ def test_cards_list_every_suite_that_scores_the_model_naming_its_datasets():
     assert "## Scores on the jpeg-variants suite" in section and "synthetic suite" not in section
     assert "- x2, temperature 0.0: psnr 19.5\n- x2 JPEG, temperature 0.0: psnr 19.8\n" in section
     assert "18.5" not in section
+
+
+def test_cards_say_which_precision_auto_runs_the_weights_in():
+    from nightflow.models.zoo import weights_path
+
+    cards = _script("write_model_cards")
+    no_scores = {"suite": "synthetic", "cells": []}
+    x1, x1_jpeg = (cards.card(weights_path(n), no_scores) for n in ("lolisrflow-x1", "lolisrflow-x1-jpeg"))
+    assert "Inference (`--precision auto`): bf16 autocast where" in x1  # its base: within 1/255
+    assert "Inference (`--precision auto`): float32 everywhere" in x1_jpeg  # its YAML: bf16_inference false

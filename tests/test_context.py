@@ -97,7 +97,7 @@ def test_a_crop_restored_with_the_whole_images_context_matches_the_whole_image_i
     assert shared_err < own_err / 4, (shared_err, own_err)
 
 
-@pytest.mark.parametrize("name", ["lolisrflow-x2", "lolisrflow-x4"])
+@pytest.mark.parametrize("name", ["lolisrflow-x1", "lolisrflow-x1-jpeg", "lolisrflow-x2", "lolisrflow-x4"])
 def test_bundled_weights_tiled_output_equals_the_whole_image_within_one_level(name):
     model = nightflow.load(name).restorer
     lq = nightflow.data.io.to_tensor(nightflow.data.io.read_image(_example())).unsqueeze(0)

@@ -190,22 +190,35 @@ def test_zoo_variants_share_their_base_architecture_and_bundled_files_store_thei
         base = to_dict(get_config(zoo.variant_base(name)))
         mine = to_dict(get_config(name))
         assert mine["name"] == name and mine["description"] != base["description"]
-        assert {k for k in mine if mine[k] != base[k]} == {"name", "description"}
+        assert (
+            {"name", "description"}
+            <= {k for k in mine if mine[k] != base[k]}
+            <= {"name", "description"} | zoo.WEIGHT_FACTS
+        )
         assert zoo.canonical(name.replace("-tiny", "")) == name  # the short alias, as for the bases
     for name in config_names():
         if zoo.weights_path(name).is_file():  # what `nightflow models` says is what the file holds
             assert to_dict(load_config(zoo.weights_path(name))) == to_dict(get_config(name)), name
 
 
-def test_a_variant_may_set_only_its_name_and_description(tmp_path, monkeypatch):
+def test_a_variant_may_set_only_its_name_description_and_facts_measured_on_its_weights(tmp_path, monkeypatch):
     from nightflow.models import zoo
 
     monkeypatch.setattr(zoo, "CONFIG_DIR", tmp_path)
-    (tmp_path / "base.yaml").write_text((zoo.PACKAGE / "configs" / "lolisrflow-x2-tiny.yaml").read_text())
+    (tmp_path / "base.yaml").write_text((zoo.PACKAGE / "configs" / "lolisrflow-x1-tiny.yaml").read_text())
     (tmp_path / "ok.yaml").write_text("variant_of: base\nname: ok\ndescription: other weights\n")
     assert get_config("ok").flow == get_config("base").flow and get_config("ok").name == "ok"
+    (tmp_path / "fp32.yaml").write_text(
+        "variant_of: base\nname: fp32\nbf16_inference: false\ntile_margin: 20\n"
+    )
+    assert get_config("base").bf16_inference and get_config("base").tile_margin == 0
+    fp32 = get_config("fp32")  # bf16 moved these weights too far: their base stays as it is
+    assert not fp32.bf16_inference and fp32.tile_margin == 20 and fp32.flow == get_config("base").flow
     cases = {
-        "wider": ("variant_of: base\nname: wider\nflow: {hidden: 64}\n", "may set only name and description"),
+        "wider": (
+            "variant_of: base\nname: wider\nflow: {hidden: 64}\n",
+            "may set only name, description .*not flow",
+        ),
         "orphan": ("variant_of: nothing\nname: orphan\n", "unknown model 'nothing'"),
         "chain": ("variant_of: ok\nname: chain\n", "'ok' is itself a variant"),
     }

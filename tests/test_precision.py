@@ -65,6 +65,18 @@ def test_bundled_x2_and_x4_are_kept_in_fp32_by_their_config_because_bf16_moves_t
     assert max(diffs.values()) > 1.0  # why their config sets bf16_inference: false
 
 
+def test_x1_jpeg_variant_is_kept_in_fp32_by_its_own_config_while_its_base_keeps_bf16(crop):
+    """A variant sets ``bf16_inference`` for its own weights (zoo.WEIGHT_FACTS): the x1's JPEG variant moves more
+    than one level under bf16, the x1 itself does not (test above), so only the variant pays for float32."""
+    r = nightflow.load("lolisrflow-x1-jpeg").restorer
+    assert r.encoder.bf16_inference and not r.cfg.bf16_inference and r.precisions == ("fp32",)
+    assert "bf16" in nightflow.load("lolisrflow-x1").restorer.precisions
+    a, b = _fp32_and_bf16("lolisrflow-x1-jpeg", crop)
+    diff = (a - b).abs().max().item() * 255
+    print(f"lolisrflow-x1-jpeg: bf16 vs fp32 max {diff:.3f}/255")
+    assert diff > 1.0  # why its config sets bf16_inference: false
+
+
 def test_ssflow_is_kept_in_fp32_because_bf16_moves_it_more_than_one_level(crop):
     r = nightflow.load("ssflow").restorer
     assert r.precisions == ("fp32",)

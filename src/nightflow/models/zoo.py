@@ -4,8 +4,10 @@ A name resolves to ``configs/<name>.yaml``; short aliases (``lolisrflow-x2``) po
 for a name live in ``weights/<name>.safetensors`` with a model card ``weights/<name>.md``; nothing is downloaded.
 
 A *variant* is the same architecture with other weights (``lolisrflow-x2-tiny-jpeg``: trained on JPEG inputs). Its
-YAML names its base (``variant_of: lolisrflow-x2-tiny``) and may set only ``name`` and ``description``, so the
-architecture is written once and a variant can never drift from its base.
+YAML names its base (``variant_of: lolisrflow-x2-tiny``) and may set only ``name``, ``description`` and the facts that
+were measured on its weights rather than chosen for the architecture (``WEIGHT_FACTS``: whether bf16 moves its output by
+more than 1/255, how far a tile edge reaches), so the architecture is written once and a variant can never drift from
+its base.
 """
 
 from __future__ import annotations
@@ -31,7 +33,12 @@ ALIASES = (
     | {f"lolisrflow-x{s}-jpeg": f"lolisrflow-x{s}-tiny-jpeg" for s in (1, 2, 4)}
     | {"uptflow": "uptflow-tiny", "ssflow": "ssflow-tiny"}
 )
-VARIANT_KEYS = frozenset({"variant_of", "name", "description"})  # all a variant's YAML may hold
+# ModelConfig fields measured on trained weights (tests/test_precision.py, scripts/measure_tiling.py): other weights
+# of the same architecture may differ in them, so a variant may set them
+WEIGHT_FACTS = frozenset({"bf16_inference", "tile_margin"})
+VARIANT_KEYS = (
+    frozenset({"variant_of", "name", "description"}) | WEIGHT_FACTS
+)  # all a variant's YAML may hold
 
 
 def config_names() -> list[str]:
@@ -65,7 +72,8 @@ def _config_data(path: Path) -> dict[str, Any]:
     extra = sorted(set(data) - VARIANT_KEYS)
     if extra:
         raise ConfigError(
-            f"a variant (variant_of: {data['variant_of']}) may set only name and description, not {', '.join(extra)}"
+            f"a variant (variant_of: {data['variant_of']}) may set only name, description and its weights' measured "
+            f"{' and '.join(sorted(WEIGHT_FACTS))}, not {', '.join(extra)}"
         )
     base = CONFIG_DIR / f"{data['variant_of']}.yaml"
     if not base.is_file():
