@@ -18,6 +18,7 @@ import argparse
 import copy
 import functools
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,17 @@ PREFIX = "encoder.exposure_head."
 SHARE_DEFAULTS = {
     k: getattr(DegradeConfig(), k) for k in ("jpeg_prob", "tone_curve_prob", "power_curve_prob")
 }
+
+
+def cached_shares(data: dict) -> dict[str, float]:
+    """The synthesis shares a scene cache was made with (a share it predates: its default)."""
+    return {key: float(data.get(key, torch.tensor(default))) for key, default in SHARE_DEFAULTS.items()}
+
+
+def same_shares(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal shares up to float32 rounding: caches before 2026-12-07 stored them as float32 tensors, so a share
+    of 0.3 came back as 0.30000001192..."""
+    return a.keys() == b.keys() and all(math.isclose(a[k], b[k], rel_tol=1e-6, abs_tol=1e-9) for k in a)
 
 
 def scenes(
@@ -197,10 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         if len(data["train"]) != 3:
             print(f"{args.cache}: written by an older version of this script (no photo index); delete it")
             return 2
-        made_with = {
-            key: float(data.get(key, torch.tensor(default))) for key, default in SHARE_DEFAULTS.items()
-        }
-        if made_with != shares:
+        made_with = cached_shares(data)
+        if not same_shares(made_with, shares):
             print(f"{args.cache}: its scenes have shares {made_with}, not {shares}; use another file")
             return 2
     else:
@@ -213,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         data = {
             "train": synthesise("train", count=args.scenes, seed=123),
             "val": synthesise("val", count=args.val_scenes, seed=7),
-            **{key: torch.tensor(value) for key, value in shares.items()},
+            **{key: torch.tensor(value, dtype=torch.float64) for key, value in shares.items()},
         }
         if args.cache is not None:
             torch.save(data, args.cache)

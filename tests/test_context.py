@@ -225,3 +225,16 @@ def test_exposure_refit_cross_validation_holds_whole_photos_out():
     assert after["rms_ev"] < 0.2 * before["rms_ev"]
     assert cv["rms_ev"] > 0.7 * before["rms_ev"]  # held-out photos: their offsets are unknowable
     assert torch.equal(head.mlp[-1].weight, torch.zeros_like(head.mlp[-1].weight))  # fit() works on a copy
+
+
+def test_exposure_refit_scene_cache_is_reused_when_its_shares_match_up_to_float32_rounding():
+    fit_script = _fit_module()
+    wanted = {"jpeg_prob": 0.0, "tone_curve_prob": 0.5, "power_curve_prob": 0.3}
+    old_cache = {key: torch.tensor(value) for key, value in wanted.items()}  # float32, as caches were written
+    assert float(old_cache["power_curve_prob"]) != 0.3  # 0.30000001192...: why exact equality refused it
+    assert fit_script.same_shares(fit_script.cached_shares(old_cache), wanted)
+    assert not fit_script.same_shares(
+        fit_script.cached_shares(old_cache), {**wanted, "power_curve_prob": 0.31}
+    )
+    older = {"jpeg_prob": torch.tensor(0.5)}  # written before the other shares existed: their defaults
+    assert fit_script.cached_shares(older) == {**fit_script.SHARE_DEFAULTS, "jpeg_prob": 0.5}
