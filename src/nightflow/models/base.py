@@ -46,11 +46,12 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-# Default temperature of samples and uncertainty maps. Measured on the bundled LoLiSRFlow (synthetic suite, LPIPS of
-# one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8): ×1 0.356/0.354/0.352/0.355/0.374, ×2 0.585/0.581/0.572/0.569/
-# 0.586, ×4 0.718/0.711/0.700/0.702/0.714. 0.4 is best or within 0.003 of best at every scale; the papers' 0.8
-# adds noise rather than detail at this training budget (issue 11, item 5).
-SAMPLE_TEMPERATURE = 0.4
+# Default temperature of samples and uncertainty maps. Measured on the bundled LoLiSRFlow of 2026-12-07 (synthetic
+# suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8; benchmarks/suites/temperature.yaml): ×1
+# 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550, ×4 0.693/0.686/0.672/0.670/0.677. 0.6 is best
+# at every scale (earlier weights had 0.4 and 0.6 within 0.003 of each other); the papers' 0.8 adds noise rather
+# than detail at this training budget (issue 11, item 5).
+SAMPLE_TEMPERATURE = 0.6
 
 
 @dataclass(frozen=True)
