@@ -330,3 +330,13 @@ def test_shipped_suites_parse_and_plan(tmp_path):
     assert Path(cells[0].data.root) == tmp_path / "RELLISUR"
     assert {c.model.group for c in cells} == {"sequential", "joint"}
     assert {p.group for p in rellisur.published} == {"sequential", "joint"} and len(rellisur.published) == 6
+
+
+@pytest.mark.parametrize("path", sorted(SUITES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_suite_parses_and_plans_its_cells(path, tmp_path):
+    """A suite the docs cite must stay runnable as the code changes: strict parsing, every model spec resolvable
+    (zoo names, baselines, run paths that may be absent) and at least one cell. A suite without a data root of its
+    own (RELLISUR: the user's copy) gets a stand-in folder, as --data-root would give it."""
+    suite = load_suite(path)
+    cells = plan_suite(suite, path, None if suite.data_root else tmp_path)
+    assert cells and {c.dataset.label for c in cells} == {d.label for d in suite.datasets}
