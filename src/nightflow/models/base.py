@@ -46,12 +46,13 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-# Default temperature of samples and uncertainty maps. Measured on the bundled LoLiSRFlow of 2026-12-07 (synthetic
-# suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8; benchmarks/suites/temperature.yaml): ×1
-# 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550, ×4 0.693/0.686/0.672/0.670/0.677. 0.6 is best
-# at every scale (earlier weights had 0.4 and 0.6 within 0.003 of each other); the papers' 0.8 adds noise rather
-# than detail at this training budget (issue 11, item 5).
-SAMPLE_TEMPERATURE = 0.6
+# Default temperature of samples and uncertainty maps, one for every bundled flow. Measured on the weights of
+# 2026-12-07 (synthetic suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8;
+# benchmarks/suites/temperature.yaml): LoLiSRFlow ×1 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550,
+# ×4 0.693/0.686/0.672/0.670/0.677; UPT-Flow ×1 0.477/0.471/0.484/0.531/0.592. 0.6 would be best for LoLiSRFlow by
+# 0.001-0.006 but costs UPT-Flow 0.047, so 0.4 stays: within 0.006 of each LoLiSRFlow's best and 0.013 of
+# UPT-Flow's. The papers' 0.8 adds noise rather than detail at this training budget (issue 11, item 5).
+SAMPLE_TEMPERATURE = 0.4
 
 
 @dataclass(frozen=True)
