@@ -34,7 +34,8 @@ def _lq() -> torch.Tensor:
     return torch.rand(1, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 0.25
 
 
-def _contenders(quick: bool, model: str = MODEL) -> dict:
+def _contenders(quick: bool, model: str = MODEL) -> tuple[dict, int]:
+    """The timed calls by row name, and the model's scale (for the output megapixels)."""
     import nightflow
     from nightflow import inference
     from nightflow.flow.fold import folded
@@ -68,7 +69,7 @@ def _contenders(quick: bool, model: str = MODEL) -> dict:
             call(comp.restorer)()
         rows["torch.compile (encoder + subnets)"] = call(comp.restorer)
         rows["torch.compile (encoder + subnets)"].compile_s = time.perf_counter() - start  # type: ignore[attr-defined]
-    return rows
+    return rows, int(base.scale)
 
 
 LAYOUT_MODELS = {
@@ -123,12 +124,10 @@ def layout_rows(rounds: int = LAYOUT_ROUNDS) -> list[dict]:
 
 
 def run(quick: bool = False, threads: int = THREADS, model: str = MODEL) -> dict:
-    import nightflow
-
     torch.set_num_threads(threads)
-    contenders = _contenders(quick, model)
+    contenders, scale = _contenders(quick, model)
     rounds = 2 if quick else 3
-    out_mp = (SIZE * nightflow.load(model).restorer.scale) ** 2 / 1e6
+    out_mp = (SIZE * scale) ** 2 / 1e6
     best = {name: float("inf") for name in contenders}
     outputs = {}
     with torch.inference_mode():

@@ -170,12 +170,9 @@ def test_weights_bundled_as_a_variant_take_its_name_and_must_have_its_architectu
     x1_cfg = get_config("lolisrflow-x1-tiny")
     assert x1_cfg.bf16_inference and not get_config("lolisrflow-x1-jpeg").bf16_inference
     x1 = save_model(build_model(x1_cfg), tmp_path / "x1.safetensors", x1_cfg)
-    stored = json.loads(
-        bundle.variant_config(x1, "lolisrflow-x1-tiny-jpeg")
-    )  # trained as the base, which allows bf16
-    assert (
-        stored["bf16_inference"] is False and stored["name"] == "lolisrflow-x1-tiny-jpeg"
-    )  # the variant's fact
+    # trained as the base, which allows bf16; bundled as the variant, the file takes the variant's measured fact
+    stored = json.loads(bundle.variant_config(x1, "lolisrflow-x1-tiny-jpeg"))
+    assert stored["bf16_inference"] is False and stored["name"] == "lolisrflow-x1-tiny-jpeg"
     x4_cfg = get_config("lolisrflow-x4-tiny")
     x4 = save_model(build_model(x4_cfg), tmp_path / "x4.safetensors", x4_cfg)
     with pytest.raises(ConfigError, match="differs from lolisrflow-x2-tiny-jpeg's in .*scale"):
