@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from nightflow.models.base import SAMPLE_TEMPERATURE
 from nightflow.models.checkpoint import load_config, load_model, read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, canonical
 
@@ -195,6 +196,17 @@ def _inference_line(precisions: tuple[str, ...]) -> str:
     )
 
 
+def _sampling_line(temperature: float) -> str:
+    """The temperature of samples and heat-maps drawn without ``--temperature`` (``ModelConfig.sample_temperature``):
+    said to be measured where the weights set their own, else nightflow's default."""
+    if temperature != SAMPLE_TEMPERATURE:
+        return (
+            f"temperature {temperature:g}, measured on these weights (the lowest LPIPS of one seeded sample in "
+            f"`benchmarks/suites/temperature.yaml`)"
+        )
+    return f"temperature {temperature:g}, nightflow's default (`SAMPLE_TEMPERATURE`)"
+
+
 def card(path: Path, results: dict, others: list[dict] | None = None) -> str:
     cfg = load_config(path)
     precisions = tuple(load_model(path).precisions)
@@ -220,6 +232,7 @@ GT-mean rescaled, reported separately):
 
 {cfg.description}. Task: {cfg.task}. Weights stored as float16 ({path.stat().st_size / 1e6:.1f} MB).
 Inference (`--precision auto`): {_inference_line(precisions)}.
+Samples and heat-maps without `--temperature`: {_sampling_line(cfg.sample_temperature)}.
 
 ## Training
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nightflow.errors import ConfigError
-from nightflow.models.base import SizeSpec, TilingSpec
+from nightflow.models.base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, temperature_for
 
 
 class StandInRestorer(nn.Module):
@@ -34,10 +34,12 @@ class StandInRestorer(nn.Module):
         depth: int = 3,
         hr_width: int = 0,
         seed: int = 0,
+        sample_temperature: float = SAMPLE_TEMPERATURE,
     ):
         super().__init__()
         torch.manual_seed(seed)
         self.scale = scale
+        self.sample_temperature = sample_temperature
         self.levels = 1
         self.pad_multiple = pad_multiple
         layers: list[nn.Module] = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
@@ -94,6 +96,7 @@ class StandInRestorer(nn.Module):
         return out
 
     def sample(
-        self, lq: torch.Tensor, n: int, temperature: float, generator=None, context=None
+        self, lq: torch.Tensor, n: int, temperature: float | None = None, generator=None, context=None
     ) -> torch.Tensor:
-        return torch.stack([self.restore(lq, temperature, generator=generator) for _ in range(n)])
+        t = temperature_for(self, temperature)
+        return torch.stack([self.restore(lq, t, generator=generator) for _ in range(n)])

@@ -142,6 +142,18 @@ def test_samples_differ_and_repeat_with_seed(model):
     assert not np.array_equal(other, samples[0])
 
 
+def test_samples_and_spreads_without_a_temperature_use_the_models_own():
+    """``temperature=None`` (the default of sample/uncertainty) is the restorer's ``sample_temperature``, measured
+    on its weights, not one number for every model."""
+    own = Model(StandInRestorer(scale=2, sample_temperature=0.3), info={"name": "stand-in"}, device="cpu")
+    img = _rgb8()
+    assert own.sample_temperature == 0.3
+    default = own.sample(img, n=2, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(default, own.sample(img, n=2, temperature=0.3, seed=0)))
+    assert not np.array_equal(default[0], own.sample(img, n=1, temperature=0.4, seed=0)[0])
+    np.testing.assert_array_equal(own.uncertainty(img, n=3), own.uncertainty(img, n=3, temperature=0.3))
+
+
 def test_temperature_zero_restore_is_deterministic_and_seeded_sampling_via_restore(model):
     img = _rgb8()
     np.testing.assert_array_equal(model.restore(img), model.restore(img))

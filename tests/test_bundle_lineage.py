@@ -216,3 +216,13 @@ def test_cards_say_which_precision_auto_runs_the_weights_in():
     x1, x1_jpeg = (cards.card(weights_path(n), no_scores) for n in ("lolisrflow-x1", "lolisrflow-x1-jpeg"))
     assert "Inference (`--precision auto`): bf16 autocast where" in x1  # its base: within 1/255
     assert "Inference (`--precision auto`): float32 everywhere" in x1_jpeg  # its YAML: bf16_inference false
+
+
+def test_cards_say_which_temperature_samples_are_drawn_at():
+    from nightflow.models.zoo import weights_path
+
+    cards = _script("write_model_cards")
+    no_scores = {"suite": "synthetic", "cells": []}
+    x1, upt = (cards.card(weights_path(n), no_scores) for n in ("lolisrflow-x1", "uptflow"))
+    assert "without `--temperature`: temperature 0.4, nightflow's default" in x1
+    assert "without `--temperature`: temperature 0.2, measured on these weights" in upt  # its YAML sets it

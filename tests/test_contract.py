@@ -10,7 +10,14 @@ import torch
 
 from nightflow.baselines import get_baseline, list_baselines
 from nightflow.models import build_any, zoo
-from nightflow.models.base import Restorer, SizeSpec, TilingSpec, Trainable
+from nightflow.models.base import (
+    MAX_TEMPERATURE,
+    SAMPLE_TEMPERATURE,
+    Restorer,
+    SizeSpec,
+    TilingSpec,
+    Trainable,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -56,6 +63,9 @@ def test_every_zoo_model_states_the_contract(built, name):
     assert torch.float32 in m.dtypes
     assert isinstance(m.stochastic, bool) and m.needs_target is False
     assert m.stochastic == (zoo.get_config(name).kind == "flow")
+    # the sampling default is the config's (a weight fact) for flows; deterministic models state nightflow's
+    assert m.sample_temperature == (cfg.sample_temperature if m.stochastic else SAMPLE_TEMPERATURE)
+    assert 0 < m.sample_temperature <= MAX_TEMPERATURE
 
 
 @pytest.mark.parametrize("name", SMALL)

@@ -22,7 +22,6 @@ from nightflow.encoders.exposure import quantiles
 from nightflow.errors import UserError
 from nightflow.export import check_exportable, export_onnx
 from nightflow.models import build_model
-from nightflow.models.base import SAMPLE_TEMPERATURE
 from nightflow.models.checkpoint import save_model
 from nightflow.models.zoo import get_config, load_restorer
 from nightflow.onnx_backend import OnnxRestorer, load_onnx, read_metadata
@@ -114,7 +113,7 @@ def test_tiled_onnx_shares_the_whole_image_thumbnail_like_pytorch(exported):
 
 
 def test_graph_inputs_dynamic_sizes_and_metadata(exported):
-    name, restorer, _, files = exported
+    name, restorer, onnx_restorer, files = exported
     for t, path in files.items():
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         inputs = {i.name: i.shape for i in session.get_inputs()}
@@ -127,6 +126,8 @@ def test_graph_inputs_dynamic_sizes_and_metadata(exported):
         meta = read_metadata(path)
         assert meta["scale"] == restorer.scale and meta["pad_multiple"] == restorer.pad_multiple
         assert meta["temperature"] == t and meta["model"] == name
+        assert meta["sample_temperature"] == restorer.sample_temperature  # the runner's default for samples
+    assert onnx_restorer.sample_temperature == restorer.sample_temperature  # read back from the files
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +234,8 @@ def test_cli_export_then_enhance_with_the_onnx_backend(tmp_path, capsys, monkeyp
     ]
     assert main(argv) == 0
     cached = sorted(p.name for p in (tmp_path / "cache" / "onnx").iterdir())
-    assert len(cached) == 2 and any(f"-t{SAMPLE_TEMPERATURE}-" in n for n in cached)
+    own = get_config(name).sample_temperature  # samples without --temperature: the model's own
+    assert len(cached) == 2 and any(f"-t{own:g}-" in n for n in cached)
     capsys.readouterr()
     # the file holds T = 0 only
     assert (

@@ -400,6 +400,7 @@ class TinyTrainable(nn.Module):
     # the restorer contract (nightflow.models.base) that validation reads through the evaluation engine
     stochastic = needs_target = has_exposure = False
     sizes, tiling, dtypes, precisions = SizeSpec(), TilingSpec(), (torch.float32,), ("fp32",)
+    sample_temperature = 0.4
 
     def context(self, lq: torch.Tensor, exposure: float = 0.0) -> None:
         return None

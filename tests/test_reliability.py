@@ -126,6 +126,30 @@ def test_1_record_holds_input_weights_and_settings_and_the_summary_says_what_was
     assert "seed 3 (now 4)" in captured.err
 
 
+def test_1_samples_without_a_temperature_are_drawn_at_the_weights_own_and_recorded_so(tmp_path):
+    """A weights file whose config sets ``sample_temperature`` (a fact measured on its weights, as uptflow-tiny's
+    0.2): --samples without --temperature draws at it, records it, and gives --temperature's own pixels."""
+    import dataclasses
+
+    from nightflow.models import build_model
+    from nightflow.models.checkpoint import save_model
+    from nightflow.models.zoo import get_config
+
+    cfg = dataclasses.replace(get_config("lolisrflow-x2-tiny"), sample_temperature=0.6)
+    torch.manual_seed(0)
+    weights = save_model(build_model(cfg), tmp_path / "x2-t06.safetensors", cfg)
+    src = write_png(tmp_path / "in" / "a.png", h=12, w=16)
+    argv = ["enhance", str(src), "--model", str(weights), "--samples", "2", "--seed", "3", "--quiet"]
+    assert main([*argv, "-o", str(tmp_path / "own")]) == 0
+    assert main([*argv, "-o", str(tmp_path / "set"), "--temperature", "0.6"]) == 0
+    rec = _record(tmp_path / "own" / "a_x2_s01.png")
+    assert (rec["role"], rec["temperature"], rec["seed"]) == ("sample", 0.6, 3)
+    assert _record(tmp_path / "own" / "a_x2.png")["temperature"] == 0.0  # the main output stays the mean path
+    for i in range(2):
+        own, pinned = (nio.read_image(tmp_path / d / f"a_x2_s0{i}.png") for d in ("own", "set"))
+        np.testing.assert_array_equal(own, pinned)
+
+
 # --------------------------------------------------------------------------------------------- 2 best survives
 def test_2_best_survives_extending_a_finished_run(tmp_path, monkeypatch):
     """A finished run whose last checkpoint was written before its last validation, extended with more steps:

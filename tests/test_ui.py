@@ -55,6 +55,20 @@ def test_runner_writes_the_cli_files_16_bit_kept(tmp_path):
     assert bundled_models() and all(m["bundled"] for m in bundled_models())
 
 
+def test_runner_at_temperature_0_draws_samples_at_the_models_own_as_the_cli_does_without_one(tmp_path):
+    """The slider's 0 means the CLI's default (mean-path main output, samples at the model's own temperature),
+    not --temperature 0, which would hand out copies of the main output and a blank heat-map."""
+    src = tmp_path / "dark.png"
+    write_image(src, read_image(samples()[0])[:40, :56])
+    out = Runner(tmp_path / "ui").run(src, MODEL, 0.0, 0.0, 2, 5, False)
+    a, b = (read_image(p) for p in out["samples"])
+    assert not np.array_equal(a, b)
+    assert np.array_equal(
+        read_image(out["main"]), _cli(src, tmp_path / "cli.png", "--seed", "5", "--samples", "2")
+    )
+    assert np.array_equal(a, read_image(tmp_path / "cli_s00.png"))
+
+
 def test_runner_auto_picks_the_jpeg_model_for_a_jpeg_upload_as_the_cli_does(tmp_path):
     from PIL import Image
 

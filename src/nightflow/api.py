@@ -17,7 +17,7 @@ import torch
 
 from . import inference, pipeline
 from .data.io import ImageInputError, ImageKind, check_finite, image_to_tensor, tensor_to_image
-from .models.base import SAMPLE_TEMPERATURE, Restorer
+from .models.base import Restorer
 from .pipeline import (
     MAX_EXPOSURE,
     MAX_TEMPERATURE,
@@ -93,6 +93,11 @@ class Model:
     def device(self) -> torch.device:
         return inference.module_device(self.restorer)
 
+    @property
+    def sample_temperature(self) -> float:
+        """The temperature :meth:`sample` and :meth:`uncertainty` use when given none: measured on the weights."""
+        return float(self.restorer.sample_temperature)
+
     def to(self, device: str | torch.device) -> Model:
         """Move the restorer to ``device`` ("auto", "cpu", "cuda", ...) and return self."""
         self.restorer.to(inference.resolve_device(device))
@@ -141,7 +146,7 @@ class Model:
 
     def _request(
         self,
-        temperature: float,
+        temperature: float | None,
         seed: int,
         tile: int | None,
         exposure: float,
@@ -149,6 +154,10 @@ class Model:
         max_memory: int | None,
         **what: Any,
     ):
+        """The pipeline request for these settings; ``temperature`` None (samples and spreads only): the model's
+        own sampling temperature (``Restorer.sample_temperature``, measured on its weights)."""
+        if temperature is None:
+            temperature = self.sample_temperature
         return pipeline.Request(
             temperature=check_temperature(temperature),
             sample_temperature=check_temperature(temperature),
@@ -188,7 +197,7 @@ class Model:
         self,
         img: Any,
         n: int = 4,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         seed: int = 0,
         tile: int | None = None,
         exposure: float = 0.0,
@@ -196,7 +205,8 @@ class Model:
         max_memory: int | None = None,
     ) -> list[Any]:
         """``n`` different plausible restorations (same kind as ``img``); the same seed gives the same samples
-        (deterministic models: ``n`` equal copies)."""
+        (deterministic models: ``n`` equal copies). ``temperature`` None: the model's own
+        (``Model.sample_temperature``: the one measured best on its weights, its card says which)."""
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise pipeline.SettingError(f"n must be a whole number >= 1, got {n!r}")
         request = self._request(
@@ -208,7 +218,7 @@ class Model:
         self,
         img: Any,
         n: int = 8,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         seed: int = 0,
         tile: int | None = None,
         exposure: float = 0.0,
@@ -217,8 +227,8 @@ class Model:
     ) -> np.ndarray:
         """Per-pixel spread across ``n`` samples (std over samples, mean over channels) as an sH×sW float32 array.
 
-        Values are in image intensity units ([0, 1] scale); zero at temperature 0. The samples are streamed,
-        never held together.
+        Values are in image intensity units ([0, 1] scale); zero at temperature 0; ``temperature`` None: the
+        model's own (:attr:`sample_temperature`). The samples are streamed, never held together.
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
             raise pipeline.SettingError(f"uncertainty needs n >= 2 samples, got {n!r}")

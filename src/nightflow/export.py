@@ -101,6 +101,7 @@ def metadata(
         "tile_grid": int(tiling.grid),
         "tile_margin": int(tiling.margin),
         "temperature": float(temperature),
+        "sample_temperature": float(restorer.sample_temperature),
         "has_exposure": bool(restorer.has_exposure),
         "context_size": CONTEXT_SIZE,
         "opset": opset,

@@ -48,7 +48,7 @@ from .memory import (
     rss_bytes,
     trim_heap,
 )
-from .models.base import SAMPLE_TEMPERATURE
+from .models.base import temperature_for
 from .precision import RESOLVED, autocast
 
 # Bytes per output pixel assumed before anything is measured (nightflow.memory); small images that fit at this
@@ -553,7 +553,7 @@ def iter_samples(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int,
-    temperature: float = SAMPLE_TEMPERATURE,
+    temperature: float | None = None,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,
@@ -564,10 +564,12 @@ def iter_samples(
     precision: str = "fp32",
     max_memory: int | None = None,
 ) -> Iterator[torch.Tensor]:
-    """Yield ``n`` samples (each N×3×sH×sW) one at a time, so callers can write or reduce them as they come.
-    The whole-image context is computed once for all samples."""
+    """Yield ``n`` samples (each N×3×sH×sW) at ``temperature`` (None: the restorer's ``sample_temperature``)
+    one at a time, so callers can write or reduce them as they come. The whole-image context is computed once
+    for all samples."""
     if n < 1:
         raise ValueError(f"number of samples must be >= 1, got {n}")
+    temperature = temperature_for(restorer, temperature)
     _check_lq(lq)
     scale = int(restorer.scale)
     shape = (lq.shape[0], 3, lq.shape[-2] * scale, lq.shape[-1] * scale)
@@ -597,7 +599,7 @@ def sample(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int = 4,
-    temperature: float = SAMPLE_TEMPERATURE,
+    temperature: float | None = None,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,
@@ -658,7 +660,7 @@ def uncertainty(
     restorer: torch.nn.Module,
     lq: torch.Tensor,
     n: int = 8,
-    temperature: float = SAMPLE_TEMPERATURE,
+    temperature: float | None = None,
     *,
     generator: torch.Generator | None = None,
     tile: int | None = None,

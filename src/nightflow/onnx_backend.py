@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .context import thumbnail
 from .errors import ConfigError, ModelNotFoundError, UserError, WeightsError
 from .export import META_KEY
-from .models.base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec
+from .models.base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, temperature_for
 
 
 def _ort() -> Any:
@@ -103,7 +103,14 @@ class OnnxRestorer(nn.Module):
     dtypes = (torch.float32,)
     precisions: tuple[str, ...] = ("fp32",)  # the exported graphs are float32
 
-    def __init__(self, files: dict[float, Path], exporter: Callable[[float], Path] | None = None) -> None:
+    def __init__(
+        self,
+        files: dict[float, Path],
+        exporter: Callable[[float], Path] | None = None,
+        sample_temperature: float | None = None,
+    ) -> None:
+        """``sample_temperature``: the model's default for samples (None: the one the files' metadata records;
+        files from before that record: ``SAMPLE_TEMPERATURE``)."""
         super().__init__()
         if not files:
             raise ValueError("OnnxRestorer needs at least one ONNX file")
@@ -117,6 +124,8 @@ class OnnxRestorer(nn.Module):
         self.scale = int(meta["scale"])
         self.pad_multiple = int(meta["pad_multiple"])
         self.has_exposure = bool(meta.get("has_exposure", False))
+        recorded = float(meta.get("sample_temperature", SAMPLE_TEMPERATURE))
+        self.sample_temperature = recorded if sample_temperature is None else float(sample_temperature)
         self.sizes = SizeSpec(multiple=self.pad_multiple)
         # files from before the tiling metadata: the pad grid and the encoders' default margin
         self.tiling = TilingSpec(
@@ -186,11 +195,13 @@ class OnnxRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
         context: OnnxContext | None = None,
     ) -> Tensor:
-        """``n`` samples, n×N×3×sH×sW (one graph run each)."""
+        """``n`` samples at ``temperature`` (None: :attr:`sample_temperature`), n×N×3×sH×sW (one graph run
+        each)."""
+        temperature = temperature_for(self, temperature)
         ctx = self.context(lq) if context is None else context
         return torch.stack(
             [self.restore(lq, temperature, generator=generator, context=ctx) for _ in range(n)]
@@ -230,5 +241,5 @@ def load_onnx(name_or_path: str | Path, device: str = "cpu", opset: int | None =
             export_onnx(torch_restorer, target, t, op, {**info, "weights_sha256": digest})
         return target
 
-    restorer = OnnxRestorer({0.0: exporter(0.0)}, exporter)
+    restorer = OnnxRestorer({0.0: exporter(0.0)}, exporter, torch_restorer.sample_temperature)
     return Model(restorer, {**info, "backend": "onnx"})

@@ -32,12 +32,8 @@ import torch
 from . import inference, seeding
 from .data import io
 from .errors import SettingError
-from .models.base import (
-    SAMPLE_TEMPERATURE,
-)  # samples and spreads when no temperature is given (measured: 0.4)
+from .models.base import MAX_TEMPERATURE
 
-# Sampling temperatures above this are far outside the latent's N(0, 1) support: the flow decodes saturated noise.
-MAX_TEMPERATURE = 2.0
 MAX_EXPOSURE = 8.0  # EV either way: beyond that the gain only amplifies noise or clips everything
 SEED_RANGE = (0, seeding.SEED_MAX)  # what torch.Generator.manual_seed accepts, non-negative
 
@@ -119,14 +115,15 @@ class Request:
     """What to make of one image.
 
     ``main``: the main output at ``temperature`` (0 = the mean path; above 0 sample 0 of ``seed``). ``samples``:
-    the indices of the samples to hand out, drawn at ``sample_temperature`` from ``seed``; ``spread``: the number
+    the indices of the samples to hand out, drawn at ``sample_temperature`` (None: the restorer's own, measured on
+    its weights) from ``seed``; ``spread``: the number
     of samples (≥ 2) whose per-pixel spread to hand out (the samples handed out are the first of those).
     """
 
     main: bool = True
     temperature: float = 0.0
     samples: tuple[int, ...] = ()
-    sample_temperature: float = SAMPLE_TEMPERATURE
+    sample_temperature: float | None = None
     spread: int = 0
     seed: int = 0
     tile: int | None = None

@@ -68,12 +68,17 @@ class Runner:
     def enhance_args(
         self, src: Path, temperature: float, exposure: float, samples: int, seed: int, uncertainty: bool
     ) -> argparse.Namespace:
-        """The CLI's own parse of the equivalent `nightflow enhance` command line (its defaults included)."""
+        """The CLI's own parse of the equivalent `nightflow enhance` command line (its defaults included). A
+        temperature of 0 is the CLI's default, not ``--temperature 0``: the main output is the mean path and the
+        samples and heat-map are drawn at the model's own temperature, so they differ (at 0 they would be copies
+        of the main output and the heat-map blank)."""
         from .commands import enhance
 
         parser = argparse.ArgumentParser()
         enhance.add_arguments(parser)
-        argv = [str(src), "--temperature", repr(float(temperature)), "--exposure", repr(float(exposure))]
+        argv = [str(src), "--exposure", repr(float(exposure))]
+        if float(temperature) > 0:
+            argv += ["--temperature", repr(float(temperature))]
         argv += ["--samples", str(int(samples)), "--seed", str(int(seed)), "--quiet"]
         if uncertainty:
             argv.append("--uncertainty")
@@ -233,7 +238,7 @@ def build_app(runner: Runner | None = None) -> Any:
                     MAX_TEMPERATURE,
                     value=0.0,
                     step=0.05,
-                    label="temperature (0 = mean path)",
+                    label="temperature (0 = mean path; samples then at the model's own)",
                     elem_id="temperature",
                 )
                 samples = gr.Slider(0, MAX_SAMPLES, value=0, step=1, label="samples", elem_id="samples")

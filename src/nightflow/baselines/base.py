@@ -22,6 +22,7 @@ class Baseline(nn.Module):
     needs_target: bool = False  # oracles (e.g. the target's exposure) read the ground truth: labelled as such
     stochastic = False
     precisions: tuple[str, ...] = ("fp32",)  # classical steps run in float32 only (nothing to gain from bf16)
+    sample_temperature = SAMPLE_TEMPERATURE  # recorded with the samples; a deterministic method ignores it
     has_exposure = False
     # global statistics (auto-gamma, histogram equalisation) differ per tile: classical methods run whole-image
     sizes = SizeSpec()
@@ -74,7 +75,7 @@ class Baseline(nn.Module):
         self,
         lq: torch.Tensor,
         n: int = 4,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
         context: Any = None,
     ) -> torch.Tensor:

@@ -20,6 +20,8 @@ What a restorer states (plain attributes, read before any work):
 - ``precisions``: inference precisions measured to keep the mean path within 1/255 of float32 (``"fp32"`` always;
   ``"bf16"`` where bf16 autocast was measured safe); ``--precision auto`` picks bf16 only from these
   (:mod:`nightflow.precision`).
+- ``sample_temperature``: the temperature ``sample`` (and every sample or spread a caller asks for without one)
+  uses: a fact measured on the weights (``ModelConfig.sample_temperature``; ``SAMPLE_TEMPERATURE`` otherwise).
 
 What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]):
 
@@ -27,7 +29,8 @@ What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]
   full LR image, or None for models without global statistics; pass it to every tile and sample.
 - ``restore(lq, *, temperature=0.0, noise=None, generator=None, context=None, target=None)``: the mean path
   at temperature 0, a sample otherwise; ``noise`` (N×3×sH×sW, standard normal) fixes the sample so tiles agree.
-- ``sample(lq, n, *, temperature, generator=None, context=None)``: n samples, n×N×3×sH×sW (deterministic
+- ``sample(lq, n, *, temperature=None, generator=None, context=None)``: n samples at ``temperature`` (None:
+  ``sample_temperature``), n×N×3×sH×sW (deterministic
   models return n copies of ``restore``).
 - Trainable only: ``loss(batch, generator=None)`` over the whole batch dict (keys such as ``lq``, ``hq``,
   ``ctx_thumb``, ``log2_gain``; a term declares which it needs) returning a dict of scalar tensors with a
@@ -46,13 +49,15 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-# Default temperature of samples and uncertainty maps, one for every bundled flow. Measured on the weights of
-# 2026-12-07 (synthetic suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8;
-# benchmarks/suites/temperature.yaml): LoLiSRFlow ×1 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550,
-# ×4 0.693/0.686/0.672/0.670/0.677; UPT-Flow ×1 0.477/0.471/0.484/0.531/0.592. 0.6 would be best for LoLiSRFlow by
-# 0.001-0.006 but costs UPT-Flow 0.047, so 0.4 stays: within 0.006 of each LoLiSRFlow's best and 0.013 of
-# UPT-Flow's. The papers' 0.8 adds noise rather than detail at this training budget (issue 11, item 5).
+# Default temperature of samples and uncertainty maps for a model whose weights set none (``ModelConfig.
+# sample_temperature``, a weight fact: each model's card says which it uses). Measured on the weights of 2026-12-07
+# (synthetic suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8; benchmarks/suites/temperature.yaml):
+# LoLiSRFlow ×1 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550, ×4 0.693/0.686/0.672/0.670/0.677,
+# so 0.4 is within 0.006 of each LoLiSRFlow's best; UPT-Flow ×1 0.477/0.471/0.484/0.531/0.592 sets its own 0.2.
+# The papers' 0.8 adds noise rather than detail at this training budget (issue 11, item 5).
 SAMPLE_TEMPERATURE = 0.4
+# Sampling temperatures above this are far outside the latent's N(0, 1) support: the flow decodes saturated noise.
+MAX_TEMPERATURE = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ class Restorer(Protocol):
     stochastic: bool
     needs_target: bool
     precisions: tuple[str, ...]
+    # the temperature of samples and spreads when the caller gives none (measured on the weights: a flow's
+    # ``ModelConfig.sample_temperature``; deterministic restorers keep SAMPLE_TEMPERATURE, which they ignore)
+    sample_temperature: float
 
     @property
     def sizes(self) -> SizeSpec: ...
@@ -116,7 +124,7 @@ class Restorer(Protocol):
         lq: Tensor,
         n: int = 4,
         *,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
         context: Any = None,
     ) -> Tensor: ...
@@ -136,6 +144,11 @@ def tiling_for(multiple: int, margin: int, tileable: bool = True) -> TilingSpec:
     edge, and tiles of at least twice the default overlap (2·margin + 8 px), on the grid."""
     least = max(2 * (2 * margin + 8), multiple)
     return TilingSpec(tileable, grid=multiple, margin=margin, min_tile=-(-least // multiple) * multiple)
+
+
+def temperature_for(restorer: Restorer, temperature: float | None) -> float:
+    """``temperature``, or the restorer's own sampling default when it is None."""
+    return float(restorer.sample_temperature if temperature is None else temperature)
 
 
 def copies(out: Tensor, n: int) -> Tensor:

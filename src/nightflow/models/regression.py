@@ -56,6 +56,7 @@ class DeterministicRestorer(nn.Module):
     stochastic = False
     needs_target = False
     precisions: tuple[str, ...] = ("fp32",)  # bf16 not measured for the learned baselines: auto keeps float32
+    sample_temperature = SAMPLE_TEMPERATURE  # recorded with the samples; a deterministic model ignores it
     tile_margin = 12  # LR px; models with an encoder report the encoder's
 
     @property
@@ -100,7 +101,7 @@ class DeterministicRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
     ) -> Tensor:

@@ -25,7 +25,7 @@ from ..flow import ConditionalGlow, GlowConfig, bits_per_dim, dequantize, squeez
 from ..losses import ForwardOutputs, LossSet
 from ..losses.selfsup import neighbour_indices, take_cells
 from ..maps import color_ratio_map
-from .base import SAMPLE_TEMPERATURE, SizeSpec, TilingSpec, tiling_for
+from .base import SizeSpec, TilingSpec, temperature_for, tiling_for
 from .config import ModelConfig
 from .sizes import check_pair, crop_even, crop_to, pad_pair, pad_to, pad_to_multiple
 
@@ -93,6 +93,11 @@ class FlowRestorer(nn.Module):
     @property
     def dtypes(self) -> tuple[torch.dtype, ...]:
         return (torch.float32,)
+
+    @property
+    def sample_temperature(self) -> float:
+        """Temperature of samples when none is given: measured on these weights (``ModelConfig``)."""
+        return self.cfg.sample_temperature
 
     @property
     def precisions(self) -> tuple[str, ...]:
@@ -218,11 +223,13 @@ class FlowRestorer(nn.Module):
         self,
         lq: Tensor,
         n: int = 4,
-        temperature: float = SAMPLE_TEMPERATURE,
+        temperature: float | None = None,
         generator: torch.Generator | None = None,
         context: ImageContext | None = None,
     ) -> Tensor:
-        """``n`` samples per input, shape n×N×3×sH×sW; the encoder runs once."""
+        """``n`` samples per input at ``temperature`` (None: :attr:`sample_temperature`), shape n×N×3×sH×sW;
+        the encoder runs once."""
+        temperature = temperature_for(self, temperature)
         ctx = self._context_for(lq, context)
         lq_p, size = self._pad_lq(lq)
         cond = self.condition(lq_p, ctx)

@@ -6,8 +6,8 @@ for a name live in ``weights/<name>.safetensors`` with a model card ``weights/<n
 A *variant* is the same architecture with other weights (``lolisrflow-x2-tiny-jpeg``: trained on JPEG inputs). Its
 YAML names its base (``variant_of: lolisrflow-x2-tiny``) and may set only ``name``, ``description`` and the facts that
 were measured on its weights rather than chosen for the architecture (``WEIGHT_FACTS``: whether bf16 moves its output by
-more than 1/255, how far a tile edge reaches), so the architecture is written once and a variant can never drift from
-its base.
+more than 1/255, how far a tile edge reaches, which temperature its samples are best drawn at), so the architecture
+is written once and a variant can never drift from its base.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ ALIASES = (
     | {f"lolisrflow-x{s}-jpeg": f"lolisrflow-x{s}-tiny-jpeg" for s in (1, 2, 4)}
     | {"uptflow": "uptflow-tiny", "ssflow": "ssflow-tiny"}
 )
-# ModelConfig fields measured on trained weights (tests/test_precision.py, scripts/measure_tiling.py): other weights
+# ModelConfig fields measured on trained weights (tests/test_precision.py, scripts/measure_tiling.py,
+# benchmarks/suites/temperature.yaml): other weights
 # of the same architecture may differ in them, so a variant may set them
-WEIGHT_FACTS = frozenset({"bf16_inference", "tile_margin"})
+WEIGHT_FACTS = frozenset({"bf16_inference", "tile_margin", "sample_temperature"})
 VARIANT_KEYS = (
     frozenset({"variant_of", "name", "description"}) | WEIGHT_FACTS
 )  # all a variant's YAML may hold
@@ -73,7 +74,7 @@ def _config_data(path: Path) -> dict[str, Any]:
     if extra:
         raise ConfigError(
             f"a variant (variant_of: {data['variant_of']}) may set only name, description and its weights' measured "
-            f"{' and '.join(sorted(WEIGHT_FACTS))}, not {', '.join(extra)}"
+            f"facts ({', '.join(sorted(WEIGHT_FACTS))}), not {', '.join(extra)}"
         )
     base = CONFIG_DIR / f"{data['variant_of']}.yaml"
     if not base.is_file():
