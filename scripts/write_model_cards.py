@@ -16,9 +16,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from nightflow.config import load_yaml
 from nightflow.models.base import SAMPLE_TEMPERATURE
 from nightflow.models.checkpoint import load_config, load_model, read_metadata
-from nightflow.models.zoo import WEIGHTS_DIR, canonical
+from nightflow.models.zoo import CONFIG_DIR, WEIGHTS_DIR, canonical, variant_base
 
 SUITE = "benchmarks/suites/synthetic.yaml"
 SPLIT = Path(__file__).resolve().parent / "photo_split.json"
@@ -196,15 +197,19 @@ def _inference_line(precisions: tuple[str, ...]) -> str:
     )
 
 
-def _sampling_line(temperature: float) -> str:
+def _sampling_line(name: str, temperature: float) -> str:
     """The temperature of samples and heat-maps drawn without ``--temperature`` (``ModelConfig.sample_temperature``):
-    said to be measured where the weights set their own, else nightflow's default."""
-    if temperature != SAMPLE_TEMPERATURE:
-        return (
-            f"temperature {temperature:g}, measured on these weights (the lowest LPIPS of one seeded sample in "
-            f"`benchmarks/suites/temperature.yaml`)"
-        )
-    return f"temperature {temperature:g}, nightflow's default (`SAMPLE_TEMPERATURE`)"
+    measured where the model's own YAML sets it, its base's for a variant that does not, else nightflow's default."""
+    if temperature == SAMPLE_TEMPERATURE:
+        return f"temperature {temperature:g}, nightflow's default (`SAMPLE_TEMPERATURE`)"
+    base = variant_base(name)
+    if base is not None and "sample_temperature" not in load_yaml(CONFIG_DIR / f"{canonical(name)}.yaml"):
+        return f"temperature {temperature:g}, its base's (measured on {base}'s weights; not swept on these)"
+    return (
+        f"temperature {temperature:g}, measured on these weights (the lowest LPIPS of one seeded sample in the "
+        f"synthetic pairs' sweep, `benchmarks/suites/temperature.yaml`, and lower than at "
+        f"{SAMPLE_TEMPERATURE:g} on the foreign pairs too, `temperature-foreign.yaml`)"
+    )
 
 
 def card(path: Path, results: dict, others: list[dict] | None = None) -> str:
@@ -232,7 +237,7 @@ GT-mean rescaled, reported separately):
 
 {cfg.description}. Task: {cfg.task}. Weights stored as float16 ({path.stat().st_size / 1e6:.1f} MB).
 Inference (`--precision auto`): {_inference_line(precisions)}.
-Samples and heat-maps without `--temperature`: {_sampling_line(cfg.sample_temperature)}.
+Samples and heat-maps without `--temperature`: {_sampling_line(cfg.name, cfg.sample_temperature)}.
 
 ## Training
 - Data: low-light ×{cfg.scale} pairs synthesised on the fly (DFSR-LLE preset: unprocessing, −2.5 to −5 EV,

@@ -223,6 +223,12 @@ def test_cards_say_which_temperature_samples_are_drawn_at():
 
     cards = _script("write_model_cards")
     no_scores = {"suite": "synthetic", "cells": []}
-    x1, upt = (cards.card(weights_path(n), no_scores) for n in ("lolisrflow-x1", "uptflow"))
-    assert "without `--temperature`: temperature 0.4, nightflow's default" in x1
-    assert "without `--temperature`: temperature 0.2, measured on these weights" in upt  # its YAML sets it
+    x1, x1_jpeg, upt = (
+        cards.card(weights_path(n), no_scores) for n in ("lolisrflow-x1", "lolisrflow-x1-jpeg", "uptflow")
+    )
+    assert "without `--temperature`: temperature 0.6, measured on these weights" in x1  # its YAML sets it
+    assert (
+        "temperature 0.6, its base's (measured on lolisrflow-x1-tiny's weights; not swept on these)"
+        in x1_jpeg
+    )
+    assert "without `--temperature`: temperature 0.4, nightflow's default" in upt

@@ -102,7 +102,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="T",
         help="sampling temperature (default: 0 = deterministic main output; for --samples/--uncertainty the "
-        "model's own, measured on its weights and named on its card: 0.4 for LoLiSRFlow, 0.2 for UPT-Flow); "
+        "model's own, measured on its weights and named on its card: 0.6 for LoLiSRFlow, 0.4 for UPT-Flow); "
         "above 0 the main output is sample 0 of --seed",
     )
     add(

@@ -30,8 +30,7 @@ What it does (every tensor N×3×H×W float in [0, 1], outputs clamped to [0, 1]
 - ``restore(lq, *, temperature=0.0, noise=None, generator=None, context=None, target=None)``: the mean path
   at temperature 0, a sample otherwise; ``noise`` (N×3×sH×sW, standard normal) fixes the sample so tiles agree.
 - ``sample(lq, n, *, temperature=None, generator=None, context=None)``: n samples at ``temperature`` (None:
-  ``sample_temperature``), n×N×3×sH×sW (deterministic
-  models return n copies of ``restore``).
+  ``sample_temperature``), n×N×3×sH×sW (deterministic models return n copies of ``restore``).
 - Trainable only: ``loss(batch, generator=None)`` over the whole batch dict (keys such as ``lq``, ``hq``,
   ``ctx_thumb``, ``log2_gain``; a term declares which it needs) returning a dict of scalar tensors with a
   ``total``; ``initialize(batch)`` for data-dependent layers (ActNorm), a no-op elsewhere.
@@ -53,8 +52,9 @@ from torch import Tensor
 # sample_temperature``, a weight fact: each model's card says which it uses). Measured on the weights of 2026-12-07
 # (synthetic suite, LPIPS of one seeded sample, T = 0 / 0.2 / 0.4 / 0.6 / 0.8; benchmarks/suites/temperature.yaml):
 # LoLiSRFlow ×1 0.333/0.331/0.326/0.325/0.336, ×2 0.563/0.554/0.538/0.532/0.550, ×4 0.693/0.686/0.672/0.670/0.677,
-# so 0.4 is within 0.006 of each LoLiSRFlow's best; UPT-Flow ×1 0.477/0.471/0.484/0.531/0.592 sets its own 0.2.
-# The papers' 0.8 adds noise rather than detail at this training budget (issue 11, item 5).
+# UPT-Flow ×1 0.477/0.471/0.484/0.531/0.592. LoLiSRFlow's weights set their own 0.6 (better than 0.4 on the foreign
+# pairs too: benchmarks/suites/temperature-foreign.yaml); UPT-Flow's 0.2 was not confirmed there, so it keeps this.
+# The papers' 0.8 adds noise rather than detail on the synthetic pairs at this training budget (issue 11, item 5).
 SAMPLE_TEMPERATURE = 0.4
 # Sampling temperatures above this are far outside the latent's N(0, 1) support: the flow decodes saturated noise.
 MAX_TEMPERATURE = 2.0
