@@ -63,8 +63,8 @@ class ModelConfig:
     # weights whose mean path bf16 moves by more than 1/255 from float32 (tests/test_precision.py), so that
     # ``--precision auto`` keeps them in float32 even where their encoder is safe for other weights
     bf16_inference: bool = True
-    # temperature of samples and uncertainty maps when the caller gives none: the one whose seeded samples scored
-    # the lowest LPIPS on the weights (benchmarks/suites/temperature.yaml), so it belongs to the weights
+    # temperature of samples and uncertainty maps when the caller gives none: measured on the weights (the sweep's
+    # lowest LPIPS, benchmarks/suites/temperature.yaml, confirmed on the foreign pairs, temperature-foreign.yaml)
     sample_temperature: float = SAMPLE_TEMPERATURE
 
     def __post_init__(self) -> None:
