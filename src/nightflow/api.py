@@ -17,7 +17,7 @@ import torch
 
 from . import inference, pipeline
 from .data.io import ImageInputError, ImageKind, check_finite, image_to_tensor, tensor_to_image
-from .models.base import Restorer
+from .models.base import Restorer, temperature_for
 from .pipeline import (
     MAX_EXPOSURE,
     MAX_TEMPERATURE,
@@ -156,8 +156,7 @@ class Model:
     ):
         """The pipeline request for these settings; ``temperature`` None (samples and spreads only): the model's
         own sampling temperature (``Restorer.sample_temperature``, measured on its weights)."""
-        if temperature is None:
-            temperature = self.sample_temperature
+        temperature = temperature_for(self, temperature)
         return pipeline.Request(
             temperature=check_temperature(temperature),
             sample_temperature=check_temperature(temperature),

@@ -433,7 +433,9 @@ def job_settings(model: Any, args: argparse.Namespace, weights_sha256: str | Non
 def sample_temperature(model: Any, args: argparse.Namespace) -> float:
     """The temperature of --samples and --uncertainty: --temperature, else the model's own (measured on its
     weights: ``Restorer.sample_temperature``)."""
-    return float(model.sample_temperature if args.temperature is None else args.temperature)
+    from ..models.base import temperature_for
+
+    return temperature_for(model, args.temperature)
 
 
 def resolved_precision(model: Any, args: argparse.Namespace) -> str:
