@@ -63,7 +63,9 @@ def _scores(results: dict, scale: int, name: str, name_datasets: bool = False) -
         parts = [f"{k} {v:.4g}" for k, v in mean.items() if isinstance(v, (int, float))]
         named = name_datasets or cell["dataset"] != f"x{scale}"
         where = f"{cell['dataset']}, " if named else ""
-        lines.append(f"- {where}temperature {temperature}: " + ", ".join(parts))
+        ensemble = int(model.get("ensemble") or 1)
+        averaged = f", self-ensemble of {ensemble} (`--ensemble {ensemble}`)" if ensemble > 1 else ""
+        lines.append(f"- {where}temperature {temperature}{averaged}: " + ", ".join(parts))
     return lines
 
 

@@ -202,6 +202,13 @@ def test_cards_list_every_suite_that_scores_the_model_naming_its_datasets():
     }
     assert cards._scores(synthetic, 2, "lolisrflow-x2-tiny") == ["- temperature 0.0: psnr 19.7"]
     assert cards._scores(synthetic, 2, "lolisrflow-x2-tiny-jpeg") == []
+    averaged = _cell("lolisrflow-x{scale}", "x2", 2, 19.9)
+    averaged["model"]["ensemble"] = 4
+    with_ensemble = {"suite": "synthetic", "cells": [*synthetic["cells"], averaged]}
+    assert cards._scores(with_ensemble, 2, "lolisrflow-x2-tiny") == [
+        "- temperature 0.0: psnr 19.7",
+        "- temperature 0.0, self-ensemble of 4 (`--ensemble 4`): psnr 19.9",
+    ]
     section = cards._other_suites([synthetic, variants], 2, "lolisrflow-x2-tiny-jpeg")
     assert "## Scores on the jpeg-variants suite" in section and "synthetic suite" not in section
     assert "- x2, temperature 0.0: psnr 19.5\n- x2 JPEG, temperature 0.0: psnr 19.8\n" in section

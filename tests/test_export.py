@@ -93,6 +93,17 @@ def test_onnx_matches_pytorch_on_random_and_real_inputs(exported, temperature):
         assert float(ref.std()) > 0.01  # a real picture, not a constant both sides agree on
 
 
+def test_onnx_self_ensemble_matches_pytorch_on_a_non_square_input(exported):
+    """The dynamic-size graphs take the W×H inputs of the odd rotations, so `--ensemble` works on ONNX too."""
+    name, restorer, onnx_restorer, _ = exported
+    lq = _real()[:, :, 21:79, 33:123].contiguous()  # 58×90
+    ref = inference.restore(restorer, lq, ensemble=2)
+    out = inference.restore(onnx_restorer, lq, ensemble=2)
+    err = float((out - ref).abs().max())
+    assert err <= TOL, f"{name}: max abs {err:.2e}"
+    assert float((ref - inference.restore(restorer, lq)).abs().max()) > 10 * TOL  # really another image
+
+
 def test_tiled_onnx_shares_the_whole_image_thumbnail_like_pytorch(exported):
     name, restorer, onnx_restorer, _ = exported
     lq = _real()

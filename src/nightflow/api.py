@@ -22,6 +22,7 @@ from .pipeline import (
     MAX_EXPOSURE,
     MAX_TEMPERATURE,
     SEED_RANGE,
+    check_ensemble,
     check_exposure,
     check_max_memory,
     check_seed,
@@ -38,6 +39,7 @@ __all__ = [
     "ImageInputError",
     "ImageKind",
     "Model",
+    "check_ensemble",
     "check_exposure",
     "check_max_memory",
     "check_finite",
@@ -177,6 +179,7 @@ class Model:
         exposure: float = 0.0,
         precision: str = "auto",
         max_memory: int | None = None,
+        ensemble: int = 1,
     ) -> Any:
         """Restored image, ``scale``× larger, of the same kind as ``img``.
 
@@ -187,8 +190,18 @@ class Model:
         exposure control). ``precision``: "auto" (bf16 autocast where the hardware runs it natively and the
         model was measured within 1/255 of float32, else float32), "fp32" or "bf16" (:mod:`nightflow.precision`).
         ``max_memory``: bytes an automatic tile size may use (None: a share of the available memory).
+        ``ensemble`` (1, 2, 4 or 8; temperature 0 only): average the mean path over that many rotations and
+        flips of the input (:mod:`nightflow.ensemble`), at that many times the cost; 4 holds most of the gain.
         """
-        request = self._request(temperature, seed, tile, exposure, precision, max_memory)
+        request = self._request(
+            temperature,
+            seed,
+            tile,
+            exposure,
+            precision,
+            max_memory,
+            ensemble=check_ensemble(ensemble, check_temperature(temperature)),
+        )
         (out,) = pipeline.run(self.inference_restorer, img, request)
         return out.value
 

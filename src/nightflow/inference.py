@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from . import ensemble
 from .context import ImageContext
 from .errors import ConfigError, SettingError, UserError
 from .memory import (
@@ -428,6 +429,7 @@ def restore(
     target: torch.Tensor | None = None,
     precision: str = "fp32",
     max_memory: int | None = None,
+    ensemble: int = 1,
 ) -> torch.Tensor:
     """Restore ``lq`` (N×3×H×W in [0, 1]) to N×3×(s·H)×(s·W) in [0, 1], tiling when asked or when needed.
 
@@ -440,9 +442,28 @@ def restore(
     handed to restorers that read the ground truth (``needs_target``: oracles). ``precision`` ("fp32" or
     "bf16", resolved by :func:`nightflow.precision.resolve`) is the autocast of the context and tile passes; the
     blend is float32. ``max_memory`` (bytes) bounds what an automatic tile size may use (:func:`plan_for`).
+    ``ensemble`` (1, 2, 4 or 8) averages the mean path over that many rotations and flips of the input
+    (:mod:`nightflow.ensemble`; each member computes its own context, so ``context`` must be None), at that
+    many times the cost; it needs temperature 0 on a stochastic restorer.
     The result lives on ``lq``'s device; tiles run on the restorer's.
     """
     _check_lq(lq)
+    if ensemble != 1:
+        return _restore_ensemble(
+            restorer,
+            lq,
+            temperature,
+            ensemble,
+            context,
+            target,
+            tile=tile,
+            overlap=overlap,
+            tile_batch=tile_batch,
+            progress=progress,
+            exposure=exposure,
+            precision=precision,
+            max_memory=max_memory,
+        )
     if precision not in RESOLVED:
         raise ValueError(f"precision must be one of {RESOLVED} (resolve 'auto' first), got {precision!r}")
     scale = int(restorer.scale)
@@ -506,6 +527,30 @@ def restore(
             bar.update(len(chunk))
     bar.close()
     return out.clamp_(0.0, 1.0)
+
+
+def _restore_ensemble(
+    restorer: torch.nn.Module,
+    lq: torch.Tensor,
+    temperature: float,
+    size: int,
+    context: ImageContext | None,
+    target: torch.Tensor | None,
+    **common: object,
+) -> torch.Tensor:
+    """:func:`restore` averaged over ``size`` orientations of ``lq`` (:func:`nightflow.ensemble.average`)."""
+    ensemble.check_size(size)
+    if temperature > 0 and restorer.stochastic:
+        raise ValueError(
+            "the self-ensemble averages the mean path (temperature 0); the mean of samples is a blurrier image"
+        )
+    if context is not None:
+        raise ValueError("the self-ensemble computes each orientation's own context; pass context=None")
+
+    def run(x: torch.Tensor, turned_target: torch.Tensor | None) -> torch.Tensor:
+        return restore(restorer, x, 0.0, target=turned_target, **common)  # type: ignore[arg-type]
+
+    return ensemble.average(run, lq, size, target).clamp_(0.0, 1.0).contiguous()
 
 
 def _out_tiles(

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from . import ensemble as ens
 from . import inference, seeding
 from .data import io
 from .errors import SettingError
@@ -81,6 +82,21 @@ def check_seed(seed: int, name: str = "seed") -> int:
     return int(seed)
 
 
+def check_ensemble(ensemble: int, temperature: float = 0.0, name: str = "ensemble") -> int:
+    """One of :data:`nightflow.ensemble.SIZES` (1 = none); above 1 only with a main output at temperature 0
+    (the self-ensemble averages the mean path), else a one-line SettingError."""
+    try:
+        size = ens.check_size(int(ensemble) if isinstance(ensemble, np.integer) else ensemble, name)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    if size > 1 and temperature > 0:
+        raise SettingError(
+            f"{name} {size} averages the mean path (temperature 0), not samples: the mean of samples is a "
+            "blurrier image; leave the temperature at 0"
+        )
+    return size
+
+
 def minimum_tile(restorer: torch.nn.Module) -> int:
     """The smallest tile side (LR px) ``restorer`` gives correct output with: its ``tiling.min_tile``."""
     return int(restorer.tiling.min_tile)
@@ -114,7 +130,8 @@ def check_tile(tile: int | None, restorer: torch.nn.Module, name: str = "tile") 
 class Request:
     """What to make of one image.
 
-    ``main``: the main output at ``temperature`` (0 = the mean path; above 0 sample 0 of ``seed``). ``samples``:
+    ``main``: the main output at ``temperature`` (0 = the mean path, averaged over ``ensemble`` rotations and
+    flips of the input when above 1; above 0 sample 0 of ``seed``). ``samples``:
     the indices of the samples to hand out, drawn at ``sample_temperature`` (None: the restorer's own, measured on
     its weights) from ``seed``; ``spread``: the number
     of samples (≥ 2) whose per-pixel spread to hand out (the samples handed out are the first of those).
@@ -132,6 +149,7 @@ class Request:
     progress: bool = False
     precision: str = "fp32"  # resolved ("fp32"/"bf16"): nightflow.precision.resolve
     max_memory: int | None = None  # bytes an automatic tile size may use (None: a share of what is available)
+    ensemble: int = 1  # self-ensemble size of the main output (nightflow.ensemble; checked by check_ensemble)
 
     @property
     def draws(self) -> int:
@@ -152,11 +170,18 @@ class Output:
 
 
 def restore_tensor(
-    restorer: torch.nn.Module, x: torch.Tensor, temperature: float = 0.0, seed: int = 0, **common: Any
+    restorer: torch.nn.Module,
+    x: torch.Tensor,
+    temperature: float = 0.0,
+    seed: int = 0,
+    ensemble: int = 1,
+    **common: Any,
 ) -> torch.Tensor:
-    """One restoration of ``x``: the mean path at temperature 0, else the first sample of ``seed`` (noise for
-    the whole image, drawn on the CPU, cropped per tile). ``common``: tile, overlap, progress, exposure,
-    precision, max_memory."""
+    """One restoration of ``x``: the mean path at temperature 0 (averaged over ``ensemble`` orientations),
+    else the first sample of ``seed`` (noise for the whole image, drawn on the CPU, cropped per tile).
+    ``common``: tile, overlap, progress, exposure, precision, max_memory."""
+    if ensemble != 1:
+        return inference.restore(restorer, x, 0.0, ensemble=check_ensemble(ensemble, temperature), **common)
     noise = None
     if temperature > 0 and restorer.stochastic:
         n, _, h, w = x.shape
@@ -177,7 +202,7 @@ def stream(restorer: torch.nn.Module, x: torch.Tensor, request: Request) -> Iter
         max_memory=request.max_memory,
     )
     if request.main:
-        y = restore_tensor(restorer, x, request.temperature, request.seed, **common)
+        y = restore_tensor(restorer, x, request.temperature, request.seed, request.ensemble, **common)
         yield Output("main", None, io.check_finite(y))
     n = request.draws
     if not n:

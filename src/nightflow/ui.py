@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from .ensemble import SIZES as ENSEMBLE_SIZES
 from .errors import UserError
 
 UPLOAD_TYPES = [".png", ".jpg", ".jpeg", ".tif", ".tiff"]
@@ -66,12 +67,19 @@ class Runner:
             shutil.rmtree(old, ignore_errors=True)
 
     def enhance_args(
-        self, src: Path, temperature: float, exposure: float, samples: int, seed: int, uncertainty: bool
+        self,
+        src: Path,
+        temperature: float,
+        exposure: float,
+        samples: int,
+        seed: int,
+        uncertainty: bool,
+        ensemble: int = 1,
     ) -> argparse.Namespace:
         """The CLI's own parse of the equivalent `nightflow enhance` command line (its defaults included). A
         temperature of 0 is the CLI's default, not ``--temperature 0``: the main output is the mean path and the
         samples and heat-map are drawn at the model's own temperature, so they differ (at 0 they would be copies
-        of the main output and the heat-map blank)."""
+        of the main output and the heat-map blank). ``ensemble`` above 1 is ``--ensemble`` (main output only)."""
         from .commands import enhance
 
         parser = argparse.ArgumentParser()
@@ -82,6 +90,8 @@ class Runner:
         argv += ["--samples", str(int(samples)), "--seed", str(int(seed)), "--quiet"]
         if uncertainty:
             argv.append("--uncertainty")
+        if int(ensemble) != 1:
+            argv += ["--ensemble", str(int(ensemble))]
         return parser.parse_args(argv)
 
     def run(
@@ -94,10 +104,11 @@ class Runner:
         seed: int,
         uncertainty: bool,
         scale: int = 2,
+        ensemble: int = 1,
     ) -> dict[str, Any]:
         """Restore ``upload``; returns the written files by role (main, samples, heat), the model's name and
         scale. ``model_name`` AUTO picks as `nightflow enhance` does without --model, at ``scale``. Bad uploads
-        and settings raise the CLI's one-line ``UserError``."""
+        and settings raise the CLI's one-line ``UserError``. ``ensemble``: ``--ensemble`` (1 = off)."""
         from .commands import enhance
         from .data.io import file_sha256
         from .pipeline import check_exposure, check_seed, check_temperature
@@ -110,7 +121,7 @@ class Runner:
         job_dir = Path(tempfile.mkdtemp(prefix=f"{time.time_ns():020d}-", dir=self.workdir))  # sorts by age
         src = job_dir / ("input" + upload.suffix.lower())
         shutil.copyfile(upload, src)  # a name of ours: uploads may carry odd names
-        args = self.enhance_args(src, temperature, exposure, samples, seed, uncertainty)
+        args = self.enhance_args(src, temperature, exposure, samples, seed, uncertainty, ensemble)
         enhance.check_settings(args)
         if model_name == AUTO:
             model_name = enhance.auto_model(src, int(scale))
@@ -186,13 +197,16 @@ def build_app(runner: Runner | None = None) -> Any:
         samples,
         seed,
         uncertainty,
+        ensemble,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (gradio's way of asking for a progress bar)
     ):
         if not upload:
             return None, [], None, [], "**error:** upload a PNG, JPEG or TIFF photo first"
         progress(0, desc="restoring")
         try:
-            out = runner.run(upload, model_name, temperature, exposure, samples, seed, uncertainty, scale)
+            out = runner.run(
+                upload, model_name, temperature, exposure, samples, seed, uncertainty, scale, int(ensemble)
+            )
         except UserError as exc:
             return None, [], None, [], f"**error:** {exc}"
         result = preview(out["main"])
@@ -244,6 +258,12 @@ def build_app(runner: Runner | None = None) -> Any:
                 samples = gr.Slider(0, MAX_SAMPLES, value=0, step=1, label="samples", elem_id="samples")
                 seed = gr.Number(0, precision=0, label="seed", elem_id="seed")
                 uncertainty = gr.Checkbox(False, label="uncertainty heat-map", elem_id="uncertainty")
+                ensemble = gr.Radio(
+                    list(ENSEMBLE_SIZES),
+                    value=1,
+                    label="self-ensemble (main output at temperature 0: N× slower, a little cleaner)",
+                    elem_id="ensemble",
+                )
                 run = gr.Button("Restore", variant="primary", elem_id="run")
                 status = gr.Markdown("", elem_id="status")
             with gr.Column(scale=2):
@@ -260,7 +280,7 @@ def build_app(runner: Runner | None = None) -> Any:
         scale.change(on_scale, scale, model)
         run.click(
             on_run,
-            [upload, scale, model, temperature, exposure, samples, seed, uncertainty],
+            [upload, scale, model, temperature, exposure, samples, seed, uncertainty, ensemble],
             [compare, gallery, heat, downloads, status],
             concurrency_limit=1,
         )

@@ -83,6 +83,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="shift of the model's own exposure estimate in EV (default 0; models with exposure control)",
     )
     parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        metavar="N",
+        help="score the mean path averaged over N rotations and flips of each input (1, 2, 4 or 8; default 1 = "
+        "off; temperature 0 only), as `nightflow enhance --ensemble` makes it",
+    )
+    parser.add_argument(
         "--seed", type=int, default=0, help="seed of sampled noise and synthetic data (default 0)"
     )
     parser.add_argument(
@@ -134,6 +142,7 @@ def _print_summary(result, metric_info: dict[str, str]) -> None:
     print(
         f"data    {result.data['format']} {result.data['root']} [{result.data['split']}], "
         f"{result.data['images']} image(s), temperature {result.options['temperature']:g}"
+        + (f", self-ensemble of {ens}" if (ens := result.options.get("ensemble", 1)) != 1 else "")
     )
     width = max(len(c) for c in [*result.columns, "seconds/image"])
     for col in result.columns:
@@ -176,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
         tile=args.tile,
         limit=args.limit,
         exposure=args.exposure,
+        ensemble=args.ensemble,
     )
     device = resolve_device(args.device)
     model = resolve_model(args.model, args.scale, device)

@@ -40,6 +40,7 @@ class EvalOptions:
     tile: int | None = None  # None = tile only when memory needs it, 0 = never, > 0 = tile side (LR pixels)
     limit: int | None = None  # score only the first N images
     exposure: float = 0.0  # EV relative to the model's own exposure estimate (models with exposure control)
+    ensemble: int = 1  # self-ensemble of the mean path (nightflow.ensemble: 1, 2, 4 or 8; temperature 0 only)
 
     def __post_init__(self) -> None:
         from ..metrics import METRICS
@@ -55,6 +56,14 @@ class EvalOptions:
             raise UserError(f"crop border must be >= 0, got {self.crop_border}")
         if not math.isfinite(self.exposure) or abs(self.exposure) > 8:
             raise UserError(f"exposure must be a finite EV within ±8, got {self.exposure}")
+        from ..ensemble import check_size
+
+        try:
+            check_size(self.ensemble)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        if self.ensemble > 1 and self.temperature > 0:
+            raise UserError("the self-ensemble averages the mean path: it needs temperature 0")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1, got {self.limit}")
 
@@ -134,6 +143,7 @@ def restore_item(
         exposure=opts.exposure,
         context=context,
         target=hq if restorer.needs_target else None,
+        ensemble=opts.ensemble,
     )
 
 

@@ -67,6 +67,7 @@ def eval_options(suite: Suite, cell: Cell) -> EvalOptions:
         seed=suite.seed,
         tile=suite.tile,
         limit=cell.dataset.limit,
+        ensemble=cell.model.ensemble,
     )
 
 
@@ -77,12 +78,16 @@ def fingerprint(suite: Suite, cell: Cell) -> str:
     if weights is not None and weights.is_file():
         st = weights.stat()
         stamp = [str(weights.resolve()), st.st_size, st.st_mtime_ns]
+    model, options = to_dict(cell.model), to_dict(eval_options(suite, cell))
+    for entry in (model, options):  # cells scored before the self-ensemble existed keep their fingerprints
+        if entry.get("ensemble") == 1:
+            del entry["ensemble"]
     payload = {
-        "model": to_dict(cell.model),
+        "model": model,
         "spec": cell.info.spec,
         "weights": stamp,
         "data": to_dict(cell.data),
-        "options": to_dict(eval_options(suite, cell)),
+        "options": options,
         "figure": [suite.figure.images, suite.figure.crop],
         "nightflow": __version__,
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import from_dict, load_yaml
+from ..ensemble import check_size as check_ensemble_size
 from ..errors import ConfigError, UserError
 from .spec import SpecInfo, inspect_spec
 
@@ -35,6 +36,9 @@ class ModelEntry:
     temperature: float = 0.0  # 0 = mean path (PSNR/SSIM); 0.8 = sampled (LPIPS), as flow papers report
     metrics: list[str] | None = None  # default: the suite's metrics
     datasets: list[str] | None = None  # dataset labels to run on (default: every dataset of a matching scale)
+    ensemble: int = (
+        1  # self-ensemble size of the mean path (nightflow.ensemble; 1 = none, temperature 0 only)
+    )
 
 
 @dataclass
@@ -137,6 +141,14 @@ def parse_suite(data: dict[str, Any]) -> Suite:
             _check_metrics(m.metrics, f"models[{i}].metrics")
         if m.temperature < 0:
             raise ConfigError(f"models[{i}].temperature must be >= 0, got {m.temperature}")
+        try:
+            check_ensemble_size(m.ensemble, f"models[{i}].ensemble")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if m.ensemble > 1 and m.temperature > 0:
+            raise ConfigError(
+                f"models[{i}]: the self-ensemble averages the mean path; it needs temperature 0"
+            )
         for name in m.datasets or []:
             if name not in labels:
                 raise ConfigError(

@@ -1,0 +1,257 @@
+"""Self-ensemble (nightflow.ensemble): the eight orientations, their inverses, the averaged mean path through the
+inference engine, and the settings every front end (API, CLI, eval, suites, UI) checks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nightflow import ensemble, inference
+from nightflow.errors import ConfigError, SettingError, UserError
+from standin_restorer import StandInRestorer
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _lq(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(1, 3, h, w, generator=g)
+
+
+def test_members_are_the_eight_distinct_orientations_and_inverse_undoes_each():
+    x = _lq(5, 7)
+    seen = []
+    for k in range(8):
+        turned = ensemble.forward(x, k)
+        assert turned.shape[-2:] == ((5, 7) if k % 2 == 0 else (7, 5))  # odd rotations swap the sides
+        torch.testing.assert_close(ensemble.inverse(turned, k), x, atol=0, rtol=0)
+        assert not any(t.shape == turned.shape and torch.equal(t, turned) for t in seen)
+        seen.append(turned)
+    torch.testing.assert_close(ensemble.forward(x, 1), torch.rot90(x, 1, dims=(-2, -1)))  # rotations first
+    torch.testing.assert_close(ensemble.forward(x, 4), torch.flip(x, dims=(-1,)))
+    for bad in (-1, 8):
+        with pytest.raises(ValueError, match="0..7"):
+            ensemble.forward(x, bad)
+
+
+@pytest.mark.parametrize("bad", [0, 3, 16, True, 2.0, "4"])
+def test_sizes_other_than_1_2_4_8_are_refused(bad):
+    with pytest.raises(ValueError, match="1, 2, 4, 8"):
+        ensemble.check_size(bad)
+
+
+def test_average_is_the_mean_of_the_members_turned_back():
+    x = _lq(6, 10)
+    calls = []
+
+    def run(t, target):
+        calls.append(tuple(t.shape))
+        assert target is None
+        return t * 2 + t.mean()  # not equivariant: the mean differs per member only through rounding
+
+    out = ensemble.average(run, x, 4)
+    expected = sum(ensemble.inverse(run(ensemble.forward(x, k), None), k) for k in range(4)) / 4
+    torch.testing.assert_close(out, expected)
+    assert calls[:2] == [(1, 3, 6, 10), (1, 3, 10, 6)]
+
+
+def test_average_hands_each_member_its_turned_target():
+    x, target = _lq(4, 6), _lq(8, 12, seed=1)
+
+    def run(t, turned_target):
+        assert turned_target.shape[-2:] == (2 * t.shape[-2], 2 * t.shape[-1])
+        return turned_target  # an oracle that returns the target: the average is the target itself
+
+    torch.testing.assert_close(ensemble.average(run, x, 8, target), target)
+
+
+def test_restore_ensemble_of_one_is_the_plain_restore_and_others_average_the_orientations():
+    model = StandInRestorer(scale=2)
+    lq = _lq(24, 40, seed=2)
+    plain = inference.restore(model, lq, tile=0)
+    torch.testing.assert_close(inference.restore(model, lq, tile=0, ensemble=1), plain, atol=0, rtol=0)
+    members = [
+        ensemble.inverse(inference.restore(model, ensemble.forward(lq, k), tile=0), k) for k in range(4)
+    ]
+    four = inference.restore(model, lq, tile=0, ensemble=4)
+    torch.testing.assert_close(four, torch.stack(members).mean(0), atol=1e-6, rtol=0)
+    assert four.is_contiguous() and four.shape == plain.shape
+    assert (four - plain).abs().mean() > 1e-3  # the conv net is not rotation-equivariant: it really averages
+
+
+def test_restore_ensemble_refuses_samples_and_a_given_context():
+    model = StandInRestorer(scale=2)
+    lq = _lq(16, 16)
+    noise = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="mean path"):
+        inference.restore(model, lq, 0.8, noise=noise, ensemble=2)
+    with pytest.raises(ValueError, match="context=None"):
+        inference.restore(model, lq, ensemble=2, context=object())
+    with pytest.raises(ValueError, match="1, 2, 4, 8"):
+        inference.restore(model, lq, ensemble=3)
+
+
+@pytest.fixture(scope="module")
+def real_x2():
+    import nightflow
+
+    return nightflow.load("lolisrflow-x2")
+
+
+def test_real_model_ensemble_tiles_like_the_whole_image_on_a_non_square_input(real_x2):
+    """Odd rotations give the tile planner a W×H image; tiled members must still agree with whole ones."""
+    restorer = real_x2.restorer
+    lq = (_lq(72, 136, seed=3) * 0.2).clamp(0, 1)
+    whole = inference.restore(restorer, lq, tile=0, ensemble=2)
+    tile = restorer.tiling.min_tile
+    tiled = inference.restore(restorer, lq, tile=tile, overlap=tile // 2, ensemble=2)
+    assert whole.shape == (1, 3, 144, 272)
+    assert (tiled - whole).abs().max() <= 1 / 255
+
+
+def test_api_restore_ensemble_matches_the_engine_and_refuses_bad_settings(real_x2):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((24, 32, 3)) * 0.2).astype(np.float32)
+    out = real_x2.restore(img, ensemble=4)
+    x = torch.from_numpy(img).permute(2, 0, 1)[None]
+    engine = inference.restore(real_x2.restorer, x, ensemble=4)[0].permute(1, 2, 0).numpy()
+    assert np.abs(out - engine).max() < 1e-6
+    assert np.abs(out - real_x2.restore(img)).mean() > 1e-4
+    with pytest.raises(SettingError, match="1, 2, 4, 8"):
+        real_x2.restore(img, ensemble=5)
+    with pytest.raises(SettingError, match="temperature 0"):
+        real_x2.restore(img, ensemble=2, temperature=0.5)
+
+
+def test_pipeline_ensemble_changes_only_the_main_output():
+    from nightflow import pipeline
+
+    model = StandInRestorer(scale=2)
+    lq = _lq(16, 24, seed=5)
+    plain = list(pipeline.stream(model, lq, pipeline.Request(samples=(0,), sample_temperature=0.5, seed=3)))
+    ens = list(
+        pipeline.stream(model, lq, pipeline.Request(samples=(0,), sample_temperature=0.5, seed=3, ensemble=4))
+    )
+    assert [o.role for o in ens] == ["main", "sample"]
+    torch.testing.assert_close(ens[1].value, plain[1].value, atol=0, rtol=0)  # samples: untouched
+    torch.testing.assert_close(ens[0].value, inference.restore(model, lq, ensemble=4), atol=0, rtol=0)
+    with pytest.raises(SettingError, match="temperature 0"):
+        list(pipeline.stream(model, lq, pipeline.Request(temperature=0.5, ensemble=2)))
+
+
+def test_eval_options_and_suites_check_the_ensemble():
+    from nightflow.evaluation.engine import EvalOptions
+    from nightflow.evaluation.suite import parse_suite
+
+    assert EvalOptions(ensemble=4).ensemble == 4
+    with pytest.raises(UserError, match="ensemble must be one of"):
+        EvalOptions(ensemble=3)
+    with pytest.raises(UserError, match="temperature 0"):
+        EvalOptions(ensemble=2, temperature=0.8)
+    base = {
+        "name": "t",
+        "datasets": [{"label": "d", "data": {"format": "paired", "root": "x", "scale": 2}}],
+    }
+    suite = parse_suite({**base, "models": [{"spec": "lolisrflow-x2", "ensemble": 8}]})
+    assert suite.models[0].ensemble == 8
+    with pytest.raises(ConfigError, match=r"models\[0\].ensemble must be one of"):
+        parse_suite({**base, "models": [{"spec": "lolisrflow-x2", "ensemble": 6}]})
+    with pytest.raises(ConfigError, match="needs temperature 0"):
+        parse_suite({**base, "models": [{"spec": "lolisrflow-x2", "ensemble": 2, "temperature": 0.8}]})
+
+
+def test_cells_without_an_ensemble_keep_their_fingerprint_and_an_ensemble_changes_it(tmp_path, monkeypatch):
+    """Suites scored before the option existed must not be recomputed: with ensemble 1 the hashed payload holds no
+    ensemble key at all (as before the option existed); any other size is part of it."""
+    from nightflow.evaluation import runner
+    from nightflow.evaluation.suite import parse_suite, plan_suite
+
+    (tmp_path / "x").mkdir()
+    base = {
+        "name": "t",
+        "data_root": str(tmp_path),
+        "datasets": [{"label": "d", "data": {"format": "paired", "root": "x", "scale": 2}}],
+    }
+    payloads = []
+    dumps = runner.json.dumps
+    monkeypatch.setattr(runner.json, "dumps", lambda obj, **kw: payloads.append(obj) or dumps(obj, **kw))
+    prints = {}
+    for size in (1, 4):
+        suite = parse_suite({**base, "models": [{"spec": "baseline:gamma+bicubic", "ensemble": size}]})
+        (cell,) = plan_suite(suite, tmp_path / "suite.yaml")
+        prints[size] = runner.fingerprint(suite, cell)
+    one, four = payloads
+    assert "ensemble" not in one["model"] and "ensemble" not in one["options"]
+    assert four["model"]["ensemble"] == 4 and four["options"]["ensemble"] == 4
+    assert prints[1] != prints[4]
+    assert cell.model.ensemble == 4  # the entry itself is not changed by hashing it
+
+
+def test_cli_ensemble_is_recorded_in_the_main_output_and_a_change_is_refused(tmp_path, monkeypatch, capsys):
+    import cv2
+    import numpy as np
+
+    import nightflow
+    from nightflow.api import Model
+    from nightflow.cli import main
+    from nightflow.commands.enhance import read_record
+
+    monkeypatch.setattr(
+        nightflow, "load", lambda name, device="cpu": Model(StandInRestorer(scale=2), {"name": name})
+    )
+    src = tmp_path / "dark.png"
+    rng = np.random.default_rng(0)
+    assert cv2.imwrite(str(src), rng.integers(0, 60, size=(20, 28, 3)).astype(np.uint8))
+    plain, ens = tmp_path / "plain.png", tmp_path / "ens.png"
+    assert main(["enhance", str(src), "-o", str(plain), "-q"]) == 0
+    assert main(["enhance", str(src), "-o", str(ens), "--ensemble", "4", "--samples", "2", "-q"]) == 0
+    assert read_record(plain)["ensemble"] is None  # off is recorded as older records read: no ensemble
+    assert read_record(ens)["ensemble"] == 4
+    assert "ensemble" not in read_record(tmp_path / "ens_s00.png")  # samples are not averaged
+    rgb = cv2.imread(str(src))[..., ::-1].copy()
+    expected = Model(StandInRestorer(scale=2), {}).restore(rgb, ensemble=4)
+    assert np.array_equal(cv2.imread(str(ens))[..., ::-1], expected)  # the CLI's pixels are the API's
+    assert not np.array_equal(cv2.imread(str(plain))[..., ::-1], expected)
+    capsys.readouterr()
+    assert main(["enhance", str(src), "-o", str(ens), "--ensemble", "2", "--samples", "2"]) == 2
+    assert "made with ensemble 4 (now 2)" in capsys.readouterr().err
+    assert main(["enhance", str(src), "-o", str(ens), "--ensemble", "4", "--samples", "2"]) == 0  # kept
+    for argv, message in (
+        (["--ensemble", "3"], "--ensemble must be one of 1, 2, 4, 8"),
+        (["--ensemble", "2", "--temperature", "0.5"], "averages the mean path"),
+    ):
+        assert main(["enhance", str(src), "-o", str(tmp_path / "x.png"), *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_record_written_before_the_ensemble_existed_still_counts_as_done():
+    from nightflow.commands.enhance import record_difference
+
+    new = {
+        "role": "main",
+        "input_sha256": "a",
+        "model_id": "m",
+        "scale": 2,
+        "exposure": 0.0,
+        "index": None,
+        "backend": None,
+        "precision": None,
+        "temperature": 0.0,
+        "seed": None,
+        "ensemble": None,
+    }
+    old = {k: v for k, v in new.items() if k != "ensemble"}
+    assert record_difference(old, new) is None
+    assert record_difference(old, {**new, "ensemble": 4}) == "with ensemble None (now 4)"
+
+
+def test_ui_passes_its_ensemble_to_the_cli_parse():
+    from nightflow.ui import Runner
+
+    runner = Runner.__new__(Runner)  # enhance_args reads nothing of the runner's state
+    args = runner.enhance_args("in.png", 0.0, 0.0, 0, 0, False, 4)
+    assert args.ensemble == 4
+    assert runner.enhance_args("in.png", 0.0, 0.0, 0, 0, False).ensemble == 1
