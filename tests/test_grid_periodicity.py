@@ -1,0 +1,27 @@
+"""The block-grid measure (benchmarks/grid_periodicity.py): a nearest-neighbour upscale shows its block edges,
+noise and smooth pictures show none."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.grid_periodicity import edge_profile, grid_excess
+
+
+def test_block_edges_of_a_nearest_upscale_stand_out_at_their_position():
+    g = torch.Generator().manual_seed(0)
+    blocks = F.interpolate(torch.rand(2, 3, 8, 10, generator=g), scale_factor=4, mode="nearest")
+    profile = edge_profile([blocks], period=4)
+    assert profile[:3] == [0.0, 0.0, 0.0] and profile[3] == 4.0  # all edges between pixels 3 and 4 of a block
+    assert grid_excess(profile) == 3.0
+    shifted = edge_profile([blocks[..., 1:, 1:]], period=4)  # the same grid, one pixel earlier
+    assert shifted.index(max(shifted)) == 2
+
+
+def test_noise_has_no_grid_and_the_profile_averages_to_one():
+    g = torch.Generator().manual_seed(1)
+    noise = torch.rand(1, 3, 96, 128, generator=g)
+    profile = edge_profile([noise, noise.flip(-1)], period=8)
+    assert abs(sum(profile) / len(profile) - 1.0) < 1e-3
+    assert grid_excess(profile) < 0.05
