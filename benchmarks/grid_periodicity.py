@@ -72,7 +72,9 @@ def measure(spec: str, args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = suite_parser(__doc__)
-    parser.add_argument("--period", type=int, default=0, help="output pixels (default: 2 × the model's scale)")
+    parser.add_argument(
+        "--period", type=int, default=0, help="output pixels (default: 2 × the model's scale)"
+    )
     parser.add_argument("--ensemble", type=int, default=1, help="self-ensemble of the mean path (default 1)")
     args = parser.parse_args(argv)
     rows = []

@@ -91,6 +91,26 @@ def test_restore_ensemble_refuses_samples_and_a_given_context():
         inference.restore(model, lq, ensemble=3)
 
 
+def test_restore_ensemble_leaves_room_for_its_running_sum_in_a_memory_bound(monkeypatch):
+    """--max-memory bounds the whole restore: each member plans its tiles with one float32 output less."""
+    model = StandInRestorer(scale=2)
+    lq = _lq(40, 48)
+    seen = []
+    plan_for = inference.plan_for
+
+    def spy(*args, **kwargs):
+        seen.append(args[7])  # plan_for(restorer, h, w, tile, overlap, batch, device, max_memory, precision)
+        return plan_for(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "plan_for", spy)
+    budget = 64 << 20
+    inference.restore(model, lq, max_memory=budget, ensemble=2)
+    assert seen == [budget - 3 * 4 * 80 * 96] * 2
+    seen.clear()
+    inference.restore(model, lq, max_memory=budget)
+    assert seen == [budget]
+
+
 @pytest.fixture(scope="module")
 def real_x2():
     import nightflow

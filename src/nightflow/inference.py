@@ -546,11 +546,23 @@ def _restore_ensemble(
         )
     if context is not None:
         raise ValueError("the self-ensemble computes each orientation's own context; pass context=None")
+    if (
+        common.get("max_memory") is not None
+    ):  # the running sum is one more float32 output beside each member's
+        n, _, h, w = lq.shape
+        extra = n * 3 * 4 * h * w * int(restorer.scale) ** 2
+        common["max_memory"] = max(1, int(common["max_memory"]) - extra)  # type: ignore[call-overload]
+    bar = tqdm(total=size, desc="ensemble", unit="member", leave=False, disable=not common.get("progress"))
 
     def run(x: torch.Tensor, turned_target: torch.Tensor | None) -> torch.Tensor:
-        return restore(restorer, x, 0.0, target=turned_target, **common)  # type: ignore[arg-type]
+        y = restore(restorer, x, 0.0, target=turned_target, **common)  # type: ignore[arg-type]
+        bar.update(1)
+        return y
 
-    return ensemble.average(run, lq, size, target).clamp_(0.0, 1.0).contiguous()
+    try:
+        return ensemble.average(run, lq, size, target).clamp_(0.0, 1.0).contiguous()
+    finally:
+        bar.close()
 
 
 def _out_tiles(
