@@ -417,6 +417,30 @@ def test_ssim_term_is_one_minus_the_benchmark_ssim_and_keeps_float32_under_bf16_
     assert torch.isfinite(pred.grad).all() and pred.grad.abs().sum() > 0
 
 
+def test_gradient_term_counts_every_step_of_a_block_grid_and_ignores_an_offset():
+    import torch.nn.functional as F
+
+    from nightflow.losses import ForwardOutputs
+
+    gen = torch.Generator().manual_seed(0)
+    target = F.interpolate(torch.rand(1, 3, 6, 6, generator=gen), size=(24, 24), mode="bilinear") * 0.5
+    term = LOSSES.get("gradient_l1")("gradient_l1")
+
+    def losses(p: torch.Tensor) -> tuple[float, float]:
+        out = ForwardOutputs({}, {"prediction": lambda: p, "target": lambda: target})
+        return term(out, {}).item(), LOSSES.get("l1")("l1")(out, {}).item()
+
+    assert losses(target + 0.1) == pytest.approx((0.0, 0.1), abs=1e-6)  # an offset has no differences
+    step = torch.zeros_like(target)
+    step[..., :, 2::4] = 0.01  # a faint grid: every fourth column 0.01 brighter
+    grad, pixels = losses(target + step)
+    # 6 grid columns of 24, two steps of 0.01 each among a row's 23 differences; pixel L1 sees each column once
+    assert grad == pytest.approx(12 * 0.01 / 23, rel=1e-4) and pixels == pytest.approx(0.01 / 4, rel=1e-4)
+    pred = (target + step).requires_grad_()
+    term(ForwardOutputs({}, {"prediction": lambda: pred, "target": lambda: target}), {}).backward()
+    assert pred.grad.abs().sum() > 0
+
+
 def test_a_flow_trains_with_the_ssim_term():
     model = _tiny_flow(
         [{"name": "nll", "weight": 1}, {"name": "l1", "weight": 1.5}, {"name": "ssim", "weight": 1}]
