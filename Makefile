@@ -47,7 +47,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 # API reference from the docstrings into docs/api/ (pdoc, offline) and docs/zoo.md from the model cards
-API_MODULES := nightflow nightflow.api nightflow.inference nightflow.precision nightflow.memory nightflow.context \
+API_MODULES := nightflow nightflow.api nightflow.inference nightflow.ensemble nightflow.precision nightflow.memory nightflow.context \
 	nightflow.errors nightflow.export \
 	nightflow.onnx_backend nightflow.ui nightflow.data nightflow.metrics nightflow.flow nightflow.encoders \
 	nightflow.layers nightflow.models nightflow.baselines nightflow.evaluation nightflow.train
