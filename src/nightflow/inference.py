@@ -542,7 +542,7 @@ def _restore_ensemble(
     ensemble.check_size(size)
     if temperature > 0 and restorer.stochastic:
         raise ValueError(
-            "the self-ensemble averages the mean path (temperature 0); the mean of samples is a blurrier image"
+            "the self-ensemble averages the mean path (temperature 0); an average of samples scores below it"
         )
     if context is not None:
         raise ValueError("the self-ensemble computes each orientation's own context; pass context=None")

@@ -91,8 +91,8 @@ def check_ensemble(ensemble: int, temperature: float = 0.0, name: str = "ensembl
         raise SettingError(str(exc)) from None
     if size > 1 and temperature > 0:
         raise SettingError(
-            f"{name} {size} averages the mean path (temperature 0), not samples: the mean of samples is a "
-            "blurrier image; leave the temperature at 0"
+            f"{name} {size} averages the mean path (temperature 0), not samples (an average of samples scores "
+            "below the mean path: docs/training.md); leave the temperature at 0"
         )
     return size
 
