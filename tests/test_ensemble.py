@@ -47,7 +47,7 @@ def test_average_is_the_mean_of_the_members_turned_back():
     def run(t, target):
         calls.append(tuple(t.shape))
         assert target is None
-        return t * 2 + t.mean()  # not equivariant: the mean differs per member only through rounding
+        return t * 2 + t.mean()  # equivariant: every member turned back is the same image
 
     out = ensemble.average(run, x, 4)
     expected = sum(ensemble.inverse(run(ensemble.forward(x, k), None), k) for k in range(4)) / 4
@@ -178,7 +178,7 @@ def test_eval_options_and_suites_check_the_ensemble():
     assert suite.models[0].ensemble == 8
     with pytest.raises(ConfigError, match=r"models\[0\].ensemble must be one of"):
         parse_suite({**base, "models": [{"spec": "lolisrflow-x2", "ensemble": 6}]})
-    with pytest.raises(ConfigError, match="needs temperature 0"):
+    with pytest.raises(ConfigError, match=r"models\[0\].ensemble 2 averages the mean path"):
         parse_suite({**base, "models": [{"spec": "lolisrflow-x2", "ensemble": 2, "temperature": 0.8}]})
 
 

@@ -46,6 +46,18 @@ def check_size(n: int, name: str = "ensemble") -> int:
     return n
 
 
+def check(n: int, temperature: float = 0.0, name: str = "ensemble") -> int:
+    """:func:`check_size`, and above 1 only at temperature 0 (the rule every front end states once, through
+    this): the self-ensemble averages the mean path, never samples."""
+    check_size(n, name)
+    if n > 1 and temperature > 0:
+        raise ValueError(
+            f"{name} {n} averages the mean path (temperature 0), not samples: an average of samples scores below "
+            "the mean path (benchmarks/sample_mean.py); leave the temperature at 0"
+        )
+    return n
+
+
 def average(
     run: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
     x: torch.Tensor,

@@ -539,16 +539,11 @@ def _restore_ensemble(
     **common: object,
 ) -> torch.Tensor:
     """:func:`restore` averaged over ``size`` orientations of ``lq`` (:func:`nightflow.ensemble.average`)."""
-    ensemble.check_size(size)
-    if temperature > 0 and restorer.stochastic:
-        raise ValueError(
-            "the self-ensemble averages the mean path (temperature 0); an average of samples scores below it"
-        )
+    ensemble.check(size, temperature if restorer.stochastic else 0.0)
     if context is not None:
         raise ValueError("the self-ensemble computes each orientation's own context; pass context=None")
-    if (
-        common.get("max_memory") is not None
-    ):  # the running sum is one more float32 output beside each member's
+    if common.get("max_memory") is not None:
+        # the running sum is one more float32 output beside each member's: leave room for it in the bound
         n, _, h, w = lq.shape
         extra = n * 3 * 4 * h * w * int(restorer.scale) ** 2
         common["max_memory"] = max(1, int(common["max_memory"]) - extra)  # type: ignore[call-overload]

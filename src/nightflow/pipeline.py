@@ -86,15 +86,9 @@ def check_ensemble(ensemble: int, temperature: float = 0.0, name: str = "ensembl
     """One of :data:`nightflow.ensemble.SIZES` (1 = none); above 1 only with a main output at temperature 0
     (the self-ensemble averages the mean path), else a one-line SettingError."""
     try:
-        size = ens.check_size(int(ensemble) if isinstance(ensemble, np.integer) else ensemble, name)
+        return ens.check(int(ensemble) if isinstance(ensemble, np.integer) else ensemble, temperature, name)
     except ValueError as exc:
         raise SettingError(str(exc)) from None
-    if size > 1 and temperature > 0:
-        raise SettingError(
-            f"{name} {size} averages the mean path (temperature 0), not samples (an average of samples scores "
-            "below the mean path: docs/training.md); leave the temperature at 0"
-        )
-    return size
 
 
 def minimum_tile(restorer: torch.nn.Module) -> int:

@@ -56,14 +56,12 @@ class EvalOptions:
             raise UserError(f"crop border must be >= 0, got {self.crop_border}")
         if not math.isfinite(self.exposure) or abs(self.exposure) > 8:
             raise UserError(f"exposure must be a finite EV within ±8, got {self.exposure}")
-        from ..ensemble import check_size
+        from ..ensemble import check
 
         try:
-            check_size(self.ensemble)
+            check(self.ensemble, self.temperature)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        if self.ensemble > 1 and self.temperature > 0:
-            raise UserError("the self-ensemble averages the mean path: it needs temperature 0")
         if self.limit is not None and self.limit < 1:
             raise UserError(f"limit must be >= 1, got {self.limit}")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import from_dict, load_yaml
-from ..ensemble import check_size as check_ensemble_size
+from ..ensemble import check as check_ensemble
 from ..errors import ConfigError, UserError
 from .spec import SpecInfo, inspect_spec
 
@@ -142,13 +142,9 @@ def parse_suite(data: dict[str, Any]) -> Suite:
         if m.temperature < 0:
             raise ConfigError(f"models[{i}].temperature must be >= 0, got {m.temperature}")
         try:
-            check_ensemble_size(m.ensemble, f"models[{i}].ensemble")
+            check_ensemble(m.ensemble, m.temperature, f"models[{i}].ensemble")
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if m.ensemble > 1 and m.temperature > 0:
-            raise ConfigError(
-                f"models[{i}]: the self-ensemble averages the mean path; it needs temperature 0"
-            )
         for name in m.datasets or []:
             if name not in labels:
                 raise ConfigError(
