@@ -442,12 +442,14 @@ def restore(
     handed to restorers that read the ground truth (``needs_target``: oracles). ``precision`` ("fp32" or
     "bf16", resolved by :func:`nightflow.precision.resolve`) is the autocast of the context and tile passes; the
     blend is float32. ``max_memory`` (bytes) bounds what an automatic tile size may use (:func:`plan_for`).
-    ``ensemble`` (1, 2, 4 or 8) averages the mean path over that many rotations and flips of the input
-    (:mod:`nightflow.ensemble`; each member computes its own context, so ``context`` must be None), at that
+    ``ensemble`` (1, 2, 4 or 8) averages the mean path over that many rotations and flips of the input, every
+    second one shifted by a pixel (:mod:`nightflow.ensemble`; each member computes its own context, so ``context`` must be None), at that
     many times the cost; it needs temperature 0 on a stochastic restorer.
     The result lives on ``lq``'s device; tiles run on the restorer's.
     """
     _check_lq(lq)
+    if precision not in RESOLVED:
+        raise ValueError(f"precision must be one of {RESOLVED} (resolve 'auto' first), got {precision!r}")
     if ensemble != 1:
         return _restore_ensemble(
             restorer,
@@ -464,8 +466,6 @@ def restore(
             precision=precision,
             max_memory=max_memory,
         )
-    if precision not in RESOLVED:
-        raise ValueError(f"precision must be one of {RESOLVED} (resolve 'auto' first), got {precision!r}")
     scale = int(restorer.scale)
     multiple, margin = int(restorer.tiling.grid), int(restorer.tiling.margin)
     device = module_device(restorer)
@@ -538,7 +538,8 @@ def _restore_ensemble(
     target: torch.Tensor | None,
     **common: object,
 ) -> torch.Tensor:
-    """:func:`restore` averaged over ``size`` orientations of ``lq`` (:func:`nightflow.ensemble.average`)."""
+    """:func:`restore` averaged over ``size`` rotated, flipped and shifted copies of ``lq``
+    (:func:`nightflow.ensemble.average`)."""
     ensemble.check(size, temperature if restorer.stochastic else 0.0)
     if context is not None:
         raise ValueError("the self-ensemble computes each orientation's own context; pass context=None")
@@ -547,15 +548,21 @@ def _restore_ensemble(
         n, _, h, w = lq.shape
         extra = n * 3 * 4 * h * w * int(restorer.scale) ** 2
         common["max_memory"] = max(1, int(common["max_memory"]) - extra)  # type: ignore[call-overload]
+    device = module_device(restorer)
+    precision = str(common.get("precision", "fp32"))
+    exposure = float(common.get("exposure", 0.0))  # type: ignore[arg-type]
     bar = tqdm(total=size, desc="ensemble", unit="member", leave=False, disable=not common.get("progress"))
 
-    def run(x: torch.Tensor, turned_target: torch.Tensor | None) -> torch.Tensor:
-        y = restore(restorer, x, 0.0, target=turned_target, **common)  # type: ignore[arg-type]
+    def run(x: torch.Tensor, member_target: torch.Tensor | None, turned: torch.Tensor) -> torch.Tensor:
+        # the statistics of the turned photo without the member's padding: members differ in geometry only
+        with _EvalMode(restorer), autocast(precision, device):
+            member_context = image_context(restorer, turned.to(device), exposure)
+        y = restore(restorer, x, 0.0, target=member_target, context=member_context, **common)  # type: ignore[arg-type]
         bar.update(1)
         return y
 
     try:
-        return ensemble.average(run, lq, size, target).clamp_(0.0, 1.0).contiguous()
+        return ensemble.average(run, lq, size, target, int(restorer.scale)).clamp_(0.0, 1.0).contiguous()
     finally:
         bar.close()
 

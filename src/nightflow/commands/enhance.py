@@ -117,7 +117,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="self-ensemble: average the main output over N rotations and flips of the input (1, 2, 4 or 8; "
+        help="self-ensemble: average the main output over N rotations and flips of the input, every second one "
+        "also shifted by a pixel, which hides the flows' block grid (1, 2, 4 or 8; "
         "default 1 = off): N times slower, less residual noise but a little smoother (higher PSNR and SSIM, "
         "LPIPS about the same); 4 gives most of what 8 does "
         '(docs/training.md, "Self-ensemble"). Only for the deterministic main output, not with --temperature '
@@ -417,7 +418,7 @@ class Settings:
 # Keys of a record that must match for an existing output to count as done, per kind of output.
 _COMMON = ("input_sha256", "model_id", "scale", "exposure", "role", "index", "backend", "precision")
 COMPARED: dict[str, tuple[str, ...]] = {
-    "main": (*_COMMON, "temperature", "seed", "ensemble"),
+    "main": (*_COMMON, "temperature", "seed", "ensemble", "ensemble_scheme"),
     "sample": (*_COMMON, "temperature", "seed"),
     "uncertainty": (*_COMMON, "temperature", "seed", "heat_samples"),
     "uncertainty16": (*_COMMON, "temperature", "seed", "heat_samples"),
@@ -467,7 +468,7 @@ def resolved_precision(model: Any, args: argparse.Namespace) -> str:
 
 def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path, dict[str, Any]]:
     """The record each output of ``job`` carries (a seed only matters above temperature 0, so it is None there)."""
-    from .. import __version__
+    from .. import __version__, ensemble
 
     def record(role: str, index: int | None, temperature: float) -> dict[str, Any]:
         return {
@@ -494,6 +495,8 @@ def output_records(job: Job, settings: Settings, input_sha256: str) -> dict[Path
     records = {job.main: record("main", None, settings.main_temperature)}
     # the self-ensemble changes only the main output; 1 (none) is recorded as None, as in older records
     records[job.main]["ensemble"] = settings.ensemble if settings.ensemble != 1 else None
+    # and which members it averaged: an output of the first ensemble (no shifted members) is not this one
+    records[job.main]["ensemble_scheme"] = ensemble.SCHEME if settings.ensemble != 1 else None
     for i, path in enumerate(job.samples):
         records[path] = record("sample", i, settings.sample_temperature)
     if job.heat is not None:

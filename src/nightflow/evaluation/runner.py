@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__
+from .. import __version__, ensemble
 from ..config import to_dict
 from ..errors import UserError
 from .engine import EvalOptions, evaluate
@@ -91,6 +91,8 @@ def fingerprint(suite: Suite, cell: Cell) -> str:
         "figure": [suite.figure.images, suite.figure.crop],
         "nightflow": __version__,
     }
+    if model.get("ensemble", 1) != 1 or options.get("ensemble", 1) != 1:
+        payload["ensemble_scheme"] = ensemble.SCHEME  # cells averaged over other members are recomputed
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
