@@ -10,11 +10,13 @@ targets are measured the same way, as the reference.
 
     python -m benchmarks.grid_periodicity lolisrflow-x1 lolisrflow-x2 lolisrflow-x4 --suite benchmarks/suites/foreign.yaml
 
-Writes results/grid_periodicity_<suite name>.json.
+Writes results/grid_periodicity_<suite name>[_ensemble<N>].json, keeping the rows of models measured before (a row
+of the same model and period is replaced), so one model can be measured on its own.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 
 import torch
@@ -23,7 +25,7 @@ import nightflow
 from nightflow import inference
 from nightflow.evaluation.suite import load_suite
 
-from .common import save
+from .common import RESULTS, save
 from .exposure_decomposition import suite_pairs, suite_parser
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -47,6 +49,14 @@ def edge_profile(images: list[torch.Tensor], period: int) -> list[float]:
 def grid_excess(profile: list[float]) -> float:
     """How far the strongest position stands out: max / mean − 1 (0 without any grid)."""
     return round(max(profile) - 1.0, 4)
+
+
+def merge_rows(kept: list[dict], new: list[dict]) -> list[dict]:
+    """``kept`` rows (an earlier run's) with each one of the same spec and period as a ``new`` row replaced by it,
+    then the new rows not yet there, in their order."""
+    fresh = {(row["spec"], row["period"]): row for row in new}
+    merged = [fresh.pop((row["spec"], row["period"]), row) for row in kept]
+    return merged + list(fresh.values())
 
 
 def measure(spec: str, args) -> dict:
@@ -87,7 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             f"(excess {row['target_excess']:+.3f})"
         )
     suffix = f"_ensemble{args.ensemble}" if args.ensemble != 1 else ""
-    save(f"grid_periodicity_{load_suite(args.suite).name}{suffix}", {"models": rows})
+    name = f"grid_periodicity_{load_suite(args.suite).name}{suffix}"
+    earlier = RESULTS / f"{name}.json"
+    kept = json.loads(earlier.read_text())["models"] if earlier.is_file() else []
+    save(name, {"models": merge_rows(kept, rows)})
     return 0
 
 

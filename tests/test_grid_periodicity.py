@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from benchmarks.grid_periodicity import edge_profile, grid_excess
+from benchmarks.grid_periodicity import edge_profile, grid_excess, merge_rows
 
 
 def test_block_edges_of_a_nearest_upscale_stand_out_at_their_position():
@@ -24,3 +24,19 @@ def test_noise_has_no_grid_and_the_profile_averages_to_one():
     profile = edge_profile([noise, noise.flip(-1)], period=8)
     assert abs(sum(profile) / len(profile) - 1.0) < 1e-3
     assert grid_excess(profile) < 0.05
+
+
+def test_a_new_run_replaces_its_own_rows_and_keeps_the_others():
+    kept = [
+        {"spec": "a", "period": 4, "v": 1},
+        {"spec": "b", "period": 4, "v": 2},
+        {"spec": "a", "period": 8, "v": 3},
+    ]
+    new = [{"spec": "c", "period": 2, "v": 4}, {"spec": "a", "period": 4, "v": 5}]
+    assert merge_rows(kept, new) == [
+        {"spec": "a", "period": 4, "v": 5},
+        {"spec": "b", "period": 4, "v": 2},
+        {"spec": "a", "period": 8, "v": 3},
+        {"spec": "c", "period": 2, "v": 4},
+    ]
+    assert merge_rows([], new) == new
