@@ -191,7 +191,8 @@ class Model:
         model was measured within 1/255 of float32, else float32), "fp32" or "bf16" (:mod:`nightflow.precision`).
         ``max_memory``: bytes an automatic tile size may use (None: a share of the available memory).
         ``ensemble`` (1, 2, 4 or 8; temperature 0 only): average the mean path over that many rotations and
-        flips of the input, every second one shifted by a pixel (:mod:`nightflow.ensemble`), at that many times the cost; 4 holds most of the gain.
+        flips of the input, every second one moved by a pixel so that its block grid falls between the others'
+        (:mod:`nightflow.ensemble`), at that many times the cost; 4 holds most of the gain.
         """
         request = self._request(
             temperature,

@@ -443,8 +443,9 @@ def restore(
     "bf16", resolved by :func:`nightflow.precision.resolve`) is the autocast of the context and tile passes; the
     blend is float32. ``max_memory`` (bytes) bounds what an automatic tile size may use (:func:`plan_for`).
     ``ensemble`` (1, 2, 4 or 8) averages the mean path over that many rotations and flips of the input, every
-    second one shifted by a pixel (:mod:`nightflow.ensemble`; each member computes its own context, so ``context`` must be None), at that
-    many times the cost; it needs temperature 0 on a stochastic restorer.
+    second one moved by a pixel so that its block grid falls between the others' (:mod:`nightflow.ensemble`;
+    each member computes the context of its turned input, so ``context`` must be None), at that many times the
+    cost; it needs temperature 0 on a stochastic restorer.
     The result lives on ``lq``'s device; tiles run on the restorer's.
     """
     _check_lq(lq)

@@ -171,9 +171,9 @@ def restore_tensor(
     ensemble: int = 1,
     **common: Any,
 ) -> torch.Tensor:
-    """One restoration of ``x``: the mean path at temperature 0 (averaged over ``ensemble`` turned and shifted copies),
-    else the first sample of ``seed`` (noise for the whole image, drawn on the CPU, cropped per tile).
-    ``common``: tile, overlap, progress, exposure, precision, max_memory."""
+    """One restoration of ``x``: the mean path at temperature 0 (averaged over ``ensemble`` turned copies, see
+    :mod:`nightflow.ensemble`), else the first sample of ``seed`` (noise for the whole image, drawn on the CPU,
+    cropped per tile). ``common``: tile, overlap, progress, exposure, precision, max_memory."""
     if ensemble != 1:
         return inference.restore(restorer, x, 0.0, ensemble=check_ensemble(ensemble, temperature), **common)
     noise = None

@@ -118,9 +118,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="self-ensemble: average the main output over N rotations and flips of the input, every second one "
-        "moved by a pixel so that its block grid falls between the others' (1, 2, 4 or 8; "
-        "default 1 = off): N times slower, less residual noise and a fainter block grid but a little smoother (higher "
-        "PSNR and SSIM, LPIPS slightly worse); 4 gives most of what 8 does "
+        "moved by a pixel so that its block grid falls between the others' (1, 2, 4 or 8; default 1 = off): "
+        "N times slower, less residual noise and a fainter block grid but a little smoother (higher PSNR and "
+        "SSIM, LPIPS slightly worse); 4 gives most of what 8 does "
         '(docs/training.md, "Self-ensemble"). Only for the deterministic main output, not with --temperature '
         "above 0",
     )

@@ -87,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="score the mean path averaged over N rotations and flips of each input, every second one "
-        "shifted by a pixel (1, 2, 4 or 8; default 1 = off; temperature 0 only), as `nightflow enhance --ensemble` makes it",
+        help="score the mean path averaged over N rotations and flips of each input, every second one moved by a "
+        "pixel so that its block grid falls between the others' (1, 2, 4 or 8; default 1 = off; temperature 0 "
+        "only), as `nightflow enhance --ensemble` makes it",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of sampled noise and synthetic data (default 0)"
