@@ -91,8 +91,8 @@ def fingerprint(suite: Suite, cell: Cell) -> str:
         "figure": [suite.figure.images, suite.figure.crop],
         "nightflow": __version__,
     }
-    if model.get("ensemble", 1) != 1 or options.get("ensemble", 1) != 1:
-        payload["ensemble_scheme"] = ensemble.SCHEME  # cells averaged over other members are recomputed
+    if cell.model.ensemble != 1:  # which members were averaged: cells of another scheme are recomputed
+        payload["ensemble_scheme"] = ensemble.SCHEME
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -36,9 +36,8 @@ class ModelEntry:
     temperature: float = 0.0  # 0 = mean path (PSNR/SSIM); 0.8 = sampled (LPIPS), as flow papers report
     metrics: list[str] | None = None  # default: the suite's metrics
     datasets: list[str] | None = None  # dataset labels to run on (default: every dataset of a matching scale)
-    ensemble: int = (
-        1  # self-ensemble size of the mean path (nightflow.ensemble; 1 = none, temperature 0 only)
-    )
+    # self-ensemble size of the mean path (nightflow.ensemble; 1 = none, temperature 0 only)
+    ensemble: int = 1
 
 
 @dataclass
