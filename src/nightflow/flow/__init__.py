@@ -7,6 +7,7 @@ from .glow import ConditionalGlow, GlowConfig
 from .invconv import InvConv1x1, count_free_params
 from .likelihood import bits_per_dim, dequantize, llflow_bits_per_pixel, standard_normal_log_prob
 from .reshape import Split, Squeeze, squeeze2d, unsqueeze2d
+from .straddle import StraddleCoupling
 from .subnets import ConvSubnet
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "InvConv1x1",
     "Split",
     "Squeeze",
+    "StraddleCoupling",
     "bits_per_dim",
     "count_free_params",
     "dequantize",

@@ -1,7 +1,8 @@
 """ConditionalGlow: L levels × K conditional steps, per-level conditioning, optional splits, Gaussian prior.
 
 Level l: squeeze ×2 → ``transitions`` × (ActNorm, 1×1 conv) → K_l steps of (ActNorm, 1×1 conv, injector,
-coupling) or (ActNorm, 1×1 conv, cross-coupling) → optional Split. Level l therefore runs at (H/2^(l+1),
+coupling) or (ActNorm, 1×1 conv, cross-coupling) → ``straddle`` × StraddleCoupling (additive couplings on the
+level's squeeze grid moved by one finer pixel, across its block edges; none by default) → optional Split. Level l therefore runs at (H/2^(l+1),
 W/2^(l+1)) and takes a conditioning tensor of that size.
 
 Every latent is returned *standardised* (N(0, I) under the model), so sampling at temperature T is decoding
@@ -23,6 +24,7 @@ from .coupling import AffineInjector, ConditionalAffineCoupling, CrossCoupling
 from .invconv import InvConv1x1
 from .likelihood import standard_normal_log_prob
 from .reshape import ConditionalGaussian, Split, Squeeze, squeeze2d, unsqueeze2d
+from .straddle import StraddleCoupling
 
 
 @dataclass
@@ -43,16 +45,23 @@ class GlowConfig:
     scale_floor: float = 0.0  # lower bound of every coupling scale (0 = LLFlow's form; see flow.coupling)
     top_prior: Literal["fixed", "learned"] = "fixed"
     prior_channels: int = 0
+    straddle: int | list[int] = 0  # StraddleCouplings at the end of each level (one value or one per level)
     _steps: list[int] = field(init=False, repr=False)
     _cond: list[int] = field(init=False, repr=False)
+    _straddle: list[int] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.levels < 1:
             raise ValueError(f"levels must be ≥ 1, got {self.levels}")
         self._steps = self._per_level("steps", self.steps)
         self._cond = self._per_level("cond_channels", self.cond_channels)
-        if any(k < 0 for k in self._steps) or any(c < 0 for c in self._cond):
-            raise ValueError("steps and cond_channels must be ≥ 0")
+        self._straddle = self._per_level("straddle", self.straddle)
+        if (
+            any(k < 0 for k in self._steps)
+            or any(c < 0 for c in self._cond)
+            or any(k < 0 for k in self._straddle)
+        ):
+            raise ValueError("steps, cond_channels and straddle must be ≥ 0")
         if not 0.0 <= self.scale_floor < 1.0:
             raise ValueError(f"scale_floor must be in [0, 1), got {self.scale_floor}")
         check_literals(self)  # coupling, subnet, top_prior: a typo from Python is never a silent default
@@ -73,6 +82,10 @@ class GlowConfig:
     @property
     def cond_per_level(self) -> list[int]:
         return self._cond
+
+    @property
+    def straddle_per_level(self) -> list[int]:
+        return self._straddle
 
 
 def _conditional_step(cfg: GlowConfig, channels: int, cond: int) -> FlowLayer:
@@ -106,6 +119,10 @@ class ConditionalGlow(nn.Module):
             layers: list[FlowLayer] = [Squeeze()]
             layers += [FlowSequence([ActNorm(c), InvConv1x1(c)]) for _ in range(cfg.transitions)]
             layers += [_conditional_step(cfg, c, cond) for _ in range(cfg.steps_per_level[level])]
+            layers += [
+                StraddleCoupling(c, cond, cfg.hidden, cfg.subnet)
+                for _ in range(cfg.straddle_per_level[level])
+            ]
             is_split = cfg.split and level < cfg.levels - 1
             if is_split:
                 layers.append(Split(c, cond))

@@ -139,15 +139,30 @@ def build_parts(cfg: RunConfig, ctx: DistContext) -> RunParts:
     return RunParts(model, train_set, val_set)
 
 
+def fresh_identity_keys(model: nn.Module, missing: Sequence[str]) -> list[str]:
+    """The ``missing`` state-dict keys that belong to layers which start as the exact identity
+    (``starts_as_identity``, e.g. ``flow.straddle.StraddleCoupling``): weights without them compute the same."""
+    prefixes = tuple(
+        f"{name}." for name, module in model.named_modules() if getattr(module, "starts_as_identity", False)
+    )
+    return [k for k in missing if prefixes and k.startswith(prefixes)]
+
+
 def load_initial_weights(model: nn.Module, source: str) -> None:
     """Copy every tensor of ``source`` (zoo name, weights file, run folder) into ``model``; one-line error on any
     missing, extra or differently shaped tensor. Loaded ActNorms are marked initialised by their buffer, so the
-    data-dependent init leaves them alone."""
+    data-dependent init leaves them alone.
+
+    The one exception: tensors of layers that start as the exact identity (``fresh_identity_keys``) may be missing;
+    they keep their fresh initialisation (and their ActNorms initialise on the first training batch), so the run
+    starts from what ``source`` computes and adds those layers to it."""
     from ..models.zoo import load_restorer
 
     donor, info = load_restorer(source)
     theirs, ours = donor.state_dict(), model.state_dict()
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    fresh = fresh_identity_keys(model, missing)
+    missing = [k for k in missing if k not in set(fresh)]
     shapes = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
     if missing or extra or shapes:
         what = (
@@ -156,8 +171,9 @@ def load_initial_weights(model: nn.Module, source: str) -> None:
             + (f"shape differs at {shapes[:3]}" if shapes else "")
         )
         raise UserError(f"train.init_weights={source} does not fit the recipe's model: {what.strip()}")
-    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
-    message(f"initialised the model from {info['path']}", True)
+    model.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()}, strict=not fresh)
+    added = f"; {len(fresh)} tensors of layers new to it start as the identity" if fresh else ""
+    message(f"initialised the model from {info['path']}{added}", True)
 
 
 def train_run(
