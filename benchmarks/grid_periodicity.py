@@ -11,18 +11,21 @@ targets are measured the same way, as the reference.
     python -m benchmarks.grid_periodicity lolisrflow-x1 lolisrflow-x2 lolisrflow-x4 --suite benchmarks/suites/foreign.yaml
 
 Writes results/grid_periodicity_<suite name>[_ensemble<N>].json, keeping the rows of models measured before (a row
-of the same model and period is replaced), so one model can be measured on its own.
+of the same model and period is replaced), so one model can be measured on its own; ``--out FILE`` writes (and
+merges into) FILE instead, for candidates that are not the bundled models.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import torch
 
 import nightflow
 from nightflow import inference
+from nightflow.atomic import write_text_atomic
 from nightflow.evaluation.suite import load_suite
 
 from .common import RESULTS, save
@@ -86,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         "--period", type=int, default=0, help="output pixels (default: 2 × the model's scale)"
     )
     parser.add_argument("--ensemble", type=int, default=1, help="self-ensemble of the mean path (default 1)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="results file (default: benchmarks/results/grid_periodicity_*.json)",
+    )
     args = parser.parse_args(argv)
     rows = []
     for spec in args.models:
@@ -98,9 +107,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     suffix = f"_ensemble{args.ensemble}" if args.ensemble != 1 else ""
     name = f"grid_periodicity_{load_suite(args.suite).name}{suffix}"
-    earlier = RESULTS / f"{name}.json"
+    earlier = args.out or RESULTS / f"{name}.json"
     kept = json.loads(earlier.read_text())["models"] if earlier.is_file() else []
-    save(name, {"models": merge_rows(kept, rows)})
+    payload = {"models": merge_rows(kept, rows)}
+    if args.out is None:
+        save(name, payload)
+    else:
+        write_text_atomic(args.out, json.dumps(payload, indent=2) + "\n")
     return 0
 
 

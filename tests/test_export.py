@@ -343,3 +343,30 @@ def test_non_flows_and_a_missing_runtime_are_user_errors(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(UserError, match=r"pip install 'nightflow\[onnx\]'"):
         load_onnx(Path("whatever.onnx"))
+
+
+def test_a_flow_with_straddle_couplings_exports_and_matches(tmp_path):
+    """StraddleCoupling (a crop, a squeeze and a slice assignment on the moved grid) traces into the dynamic-size
+    graph: bundled ×2 weights with one straddle layer per level, whose subnets are moved off the identity."""
+    import dataclasses
+
+    from nightflow.flow import StraddleCoupling
+    from nightflow.models import build_any
+    from nightflow.train.run import load_initial_weights
+
+    cfg = get_config("lolisrflow-x2-tiny")
+    cfg = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, straddle=1))
+    model = build_any(cfg)
+    load_initial_weights(model, "lolisrflow-x2")
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for layer in (m for m in model.modules() if isinstance(m, StraddleCoupling)):
+            for p in layer.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.01)
+    restorer, info = load_restorer(save_model(model, tmp_path / "straddle.safetensors", cfg), "cpu")
+    plain, _ = load_restorer("lolisrflow-x2", "cpu")
+    onnx_restorer = OnnxRestorer({0.0: export_onnx(restorer.eval(), tmp_path / "t0.onnx", 0.0, info=info)})
+    lq = _inputs()["real-58x90"]
+    ref, out = _pair(restorer, onnx_restorer, lq)
+    assert float((out - ref).abs().max()) <= TOL
+    assert float((ref - inference.restore(plain.eval(), lq)).abs().max()) > 1e-3  # the layers really act

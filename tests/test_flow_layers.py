@@ -16,6 +16,7 @@ from nightflow.flow import (
     InvConv1x1,
     Split,
     Squeeze,
+    StraddleCoupling,
 )
 
 C, CC, H, W = 4, 3, 4, 4  # 4·4·4 = 64 dimensions for the Jacobian
@@ -38,6 +39,8 @@ def _layers():
         "cross_coupling_floor": (lambda: CrossCoupling(C, CC, 8, floor=0.25), CC),
         "cross_coupling_cbam_local": (lambda: CrossCoupling(C, CC, 8, "cbam-local", floor=0.25), CC),
         "squeeze": (lambda: Squeeze(), 0),
+        "straddle_conv": (lambda: StraddleCoupling(8, CC, 8, "conv"), CC),
+        "straddle_uncond": (lambda: StraddleCoupling(8, 0, 8, "conv"), 0),
         "split_cond": (lambda: Split(C, CC), CC),
         "split_uncond": (lambda: Split(C), 0),
         "step": (
@@ -53,6 +56,8 @@ LAYERS = _layers()
 
 
 def _channels(name: str) -> int:
+    if name.startswith("straddle"):
+        return 8  # a squeezed tensor: 2 channels of the finer grid
     return 5 if name == "coupling_odd_channels" else C
 
 

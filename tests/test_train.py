@@ -607,3 +607,24 @@ def test_init_weights_copies_every_tensor_and_refuses_a_model_that_does_not_fit(
     wider = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, hidden=48))
     with pytest.raises(UserError, match="does not fit.*shape differs"):
         load_initial_weights(build_any(wider), str(path))
+
+
+def test_train_trainable_trains_only_the_matching_parameters_and_refuses_a_pattern_that_matches_none(
+    tmp_path,
+):
+    """train.trainable: the matching tensors move, every other one keeps its value bit for bit, and a pattern
+    that matches nothing is one line naming it."""
+    from nightflow.train.freeze import freeze_except
+
+    cfg = tiny_cfg(max_steps=3, ema_decay=None, trainable=["body.2.*"], val_every=100)
+    trainer = make_trainer(tmp_path / "run", cfg)
+    trainer.model.initialize = lambda batch: None  # as loaded weights: no data-dependent init moves a tensor
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.fit()
+    after = dict(trainer.model.named_parameters())
+    moved = sorted(n for n in before if not torch.equal(before[n], after[n].detach()))
+    assert moved == ["body.2.bias", "body.2.weight"]
+    with pytest.raises(UserError, match="'body.9.\\*' matches no parameter"):
+        freeze_except(trainer.model, ["body.2.*", "body.9.*"])
+    with pytest.raises(ConfigError, match="train.trainable"):
+        tiny_cfg(trainable=[])

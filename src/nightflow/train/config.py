@@ -54,6 +54,9 @@ class TrainConfig:
     # fine-tune: start from these weights (zoo name, weights file or run folder) instead of a fresh init; every
     # tensor must match the recipe's model by name and shape (other settings, e.g. flow.scale_floor, may differ)
     init_weights: str | None = None
+    # train only the parameters whose names match these glob patterns (fnmatch), the rest frozen, e.g.
+    # ["flow.level_flows.*.layers.*.net_*"] for layers added to init_weights; null = train everything
+    trainable: list[str] | None = None
     # stop once the training steps (data, forward, backward, update; not validation or checkpoints) have taken
     # this many seconds, summed over resumes, then validate and save as at max_steps: for comparisons at a fixed
     # CPU budget (benchmarks/settings_study.py). max_steps still applies, and so does its lr schedule
@@ -83,6 +86,8 @@ class TrainConfig:
             raise ConfigError(f"train.ema_decay must be in (0, 1) or null, got {self.ema_decay}")
         if self.time_budget_s is not None and self.time_budget_s <= 0:
             raise ConfigError(f"train.time_budget_s must be > 0 seconds or null, got {self.time_budget_s}")
+        if self.trainable is not None and not self.trainable:
+            raise ConfigError("train.trainable: give at least one pattern, or null to train every parameter")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ConfigError(f"train.grad_clip must be > 0 or null, got {self.grad_clip}")
 

@@ -34,6 +34,7 @@ from .checkpoint import CheckpointManager, capture_rng_state, restore_rng_state,
 from .config import TrainConfig
 from .distributed import DistContext
 from .ema import EMA
+from .freeze import freeze_except
 from .logging import RunLogger, message, progress_bar
 from .sampling import PerItemSeeded, ResumableDistributedSampler
 from .schedule import LRSchedule
@@ -189,6 +190,11 @@ class Trainer:
             raise UserError(
                 f"the training set has {len(train_set)} items, fewer than one batch of {cfg.batch_size}; "  # type: ignore[arg-type]
                 "lower train.batch_size or add data"
+            )
+        if cfg.trainable is not None:
+            trained, frozen = freeze_except(self.model, cfg.trainable)
+            message(
+                f"train.trainable: {trained} parameter tensors train, {frozen} are frozen", self.ctx.is_main
             )
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
         params = [p for p in self.model.parameters() if p.requires_grad]
