@@ -11,7 +11,14 @@ import torch
 
 from flow_helpers import brute_force_logdet, train_a_bit
 from nightflow.errors import UserError
-from nightflow.flow import ConditionalGlow, GlowConfig, StraddleCoupling, squeeze2d, unsqueeze2d
+from nightflow.flow import (
+    ConditionalAffineCoupling,
+    ConditionalGlow,
+    GlowConfig,
+    StraddleCoupling,
+    squeeze2d,
+    unsqueeze2d,
+)
 
 
 def _trained_layer(channels: int = 8, cond: int = 3, seed: int = 0) -> StraddleCoupling:
@@ -94,15 +101,29 @@ def test_odd_level_sizes_invert_exactly_with_the_brute_force_logdet():
     assert brute_force_logdet(lambda t: layer(t, cond)[0], x) == pytest.approx(0.0, abs=1e-9)
 
 
-def _glow(straddle) -> ConditionalGlow:
-    return ConditionalGlow(GlowConfig(levels=2, steps=1, hidden=8, cond_channels=[4, 4], straddle=straddle))
+def _glow(straddle, at: str = "end") -> ConditionalGlow:
+    cfg = GlowConfig(levels=2, steps=1, hidden=8, cond_channels=[4, 4], straddle=straddle, straddle_at=at)
+    return ConditionalGlow(cfg)
 
 
-def test_glow_places_one_per_level_as_configured_and_refuses_bad_counts():
+def test_glow_places_them_per_level_where_configured_and_refuses_bad_settings():
     glow = _glow([1, 2])
     counts = [sum(isinstance(m, StraddleCoupling) for m in level.modules()) for level in glow.level_flows]
     assert counts == [1, 2]
     assert not any(isinstance(m, StraddleCoupling) for m in _glow(0).modules())
+    # squeeze, 2 transitions, 1 step: "end" runs them after the step, "start" between the transitions and the
+    # step; either way nested under the layer before them, so every other tensor keeps its name
+    for at, order in (("end", ["Step", "StraddleCoupling"]), ("start", ["StraddleCoupling", "Step"])):
+        glow = _glow(1, at)
+        flat = [
+            "Step" if isinstance(m, ConditionalAffineCoupling) else type(m).__name__
+            for m in glow.level_flows[0].modules()
+            if isinstance(m, (ConditionalAffineCoupling, StraddleCoupling))
+        ]
+        assert flat == order
+        assert set(_glow(0).state_dict()) <= set(glow.state_dict())
+    with pytest.raises(ValueError, match="straddle_at"):
+        _glow(1, "middle")
     with pytest.raises(ValueError, match="straddle"):
         _glow(-1)
     with pytest.raises(ValueError, match="straddle: expected 1 or 2 values"):
@@ -117,15 +138,16 @@ def test_a_glow_with_straddle_loaded_from_one_without_computes_the_same_until_tr
     plain.train()
     plain.encode(x, conds)  # data-dependent init
     plain.eval()
-    with_straddle = _glow(1)
-    missing, unexpected = with_straddle.load_state_dict(plain.state_dict(), strict=False)
-    assert not unexpected and missing and all("net_" in k for k in missing)
-    with_straddle.eval()
-    with torch.no_grad():
-        (za,), lda = plain.encode(x, conds)
-        (zb,), ldb = with_straddle.encode(x, conds)
-        assert torch.equal(za, zb) and torch.equal(lda, ldb)
-        assert torch.equal(plain.decode([za], conds), with_straddle.decode([za], conds))
+    for at in ("end", "start"):
+        with_straddle = _glow(1, at)
+        missing, unexpected = with_straddle.load_state_dict(plain.state_dict(), strict=False)
+        assert not unexpected and missing and all("net_" in k for k in missing)
+        with_straddle.eval()
+        with torch.no_grad():
+            (za,), lda = plain.encode(x, conds)
+            (zb,), ldb = with_straddle.encode(x, conds)
+            assert torch.equal(za, zb) and torch.equal(lda, ldb)
+            assert torch.equal(plain.decode([za], conds), with_straddle.decode([za], conds))
 
 
 def test_init_weights_adds_identity_layers_but_still_refuses_other_missing_tensors(tmp_path):
@@ -182,3 +204,26 @@ def test_inference_folding_folds_its_subnets_and_matches():
     with torch.no_grad():
         assert (twin(x, cond)[0] - layer(x, cond)[0]).abs().max() < 1e-5
         assert (twin.inverse(x, cond) - layer.inverse(x, cond)).abs().max() < 1e-5
+
+
+def test_without_transitions_or_steps_they_nest_after_the_squeeze_and_still_invert():
+    for steps, transitions, at in ((1, 0, "start"), (0, 0, "end"), (0, 1, "end")):
+        glow = ConditionalGlow(
+            GlowConfig(
+                levels=1,
+                steps=steps,
+                hidden=8,
+                cond_channels=4,
+                transitions=transitions,
+                straddle=1,
+                straddle_at=at,
+            )
+        )
+        layer = next(m for m in glow.modules() if isinstance(m, StraddleCoupling))
+        for p in layer.parameters():
+            torch.nn.init.normal_(p, std=0.1)
+        x, conds = torch.rand(1, 3, 8, 8), [torch.randn(1, 4, 4, 4)]
+        glow.eval()
+        with torch.no_grad():
+            (z,), _ = glow.encode(x, conds)
+            assert (glow.decode([z], conds) - x).abs().max() < 1e-5

@@ -1,8 +1,9 @@
 """ConditionalGlow: L levels × K conditional steps, per-level conditioning, optional splits, Gaussian prior.
 
 Level l: squeeze ×2 → ``transitions`` × (ActNorm, 1×1 conv) → K_l steps of (ActNorm, 1×1 conv, injector,
-coupling) or (ActNorm, 1×1 conv, cross-coupling) → ``straddle`` × StraddleCoupling (additive couplings on the
-level's squeeze grid moved by one finer pixel, across its block edges; none by default) → optional Split. Level l therefore runs at (H/2^(l+1),
+coupling) or (ActNorm, 1×1 conv, cross-coupling) → optional Split. ``straddle`` × StraddleCoupling (additive
+couplings on the level's squeeze grid moved by one finer pixel, across its block edges; none by default) sit
+after the steps (``straddle_at="end"``) or before them, after the transitions (``"start"``). Level l therefore runs at (H/2^(l+1),
 W/2^(l+1)) and takes a conditioning tensor of that size.
 
 Every latent is returned *standardised* (N(0, I) under the model), so sampling at temperature T is decoding
@@ -45,7 +46,10 @@ class GlowConfig:
     scale_floor: float = 0.0  # lower bound of every coupling scale (0 = LLFlow's form; see flow.coupling)
     top_prior: Literal["fixed", "learned"] = "fixed"
     prior_channels: int = 0
-    straddle: int | list[int] = 0  # StraddleCouplings at the end of each level (one value or one per level)
+    straddle: int | list[int] = 0  # StraddleCouplings per level (one value or one per level)
+    # where: "end" after the level's steps; "start" before them (after the transitions), so that in decoding they run
+    # after the level's own couplings and injectors, just before its blocks are written into the finer grid
+    straddle_at: Literal["start", "end"] = "end"
     _steps: list[int] = field(init=False, repr=False)
     _cond: list[int] = field(init=False, repr=False)
     _straddle: list[int] = field(init=False, repr=False)
@@ -102,6 +106,21 @@ def _conditional_step(cfg: GlowConfig, channels: int, cond: int) -> FlowLayer:
     return FlowSequence(layers)
 
 
+def _followed_by(slot: FlowLayer, extra: list[FlowLayer]) -> FlowLayer:
+    """``slot`` then ``extra``, nested under ``slot``'s own name: every other layer keeps the name it has in a flow
+    without ``extra``, so weights trained without straddle couplings load into a flow with them."""
+    if not extra:
+        return slot
+    if isinstance(slot, FlowSequence):
+        slot.layers.extend(extra)
+        return slot
+    if any(
+        True for _ in slot.state_dict()
+    ):  # only the stateless Squeeze is wrapped: its name holds no tensor
+        raise ValueError(f"cannot nest layers after a {type(slot).__name__} without renaming its tensors")
+    return FlowSequence([slot, *extra])
+
+
 class ConditionalGlow(nn.Module):
     """Multi-level conditional Glow with exact encode/decode and log-determinants."""
 
@@ -118,11 +137,15 @@ class ConditionalGlow(nn.Module):
             cond = cfg.cond_per_level[level]
             layers: list[FlowLayer] = [Squeeze()]
             layers += [FlowSequence([ActNorm(c), InvConv1x1(c)]) for _ in range(cfg.transitions)]
-            layers += [_conditional_step(cfg, c, cond) for _ in range(cfg.steps_per_level[level])]
-            layers += [
+            straddle = [
                 StraddleCoupling(c, cond, cfg.hidden, cfg.subnet)
                 for _ in range(cfg.straddle_per_level[level])
             ]
+            if cfg.straddle_at == "start":
+                layers[-1] = _followed_by(layers[-1], straddle)
+            layers += [_conditional_step(cfg, c, cond) for _ in range(cfg.steps_per_level[level])]
+            if cfg.straddle_at == "end":
+                layers[-1] = _followed_by(layers[-1], straddle)
             is_split = cfg.split and level < cfg.levels - 1
             if is_split:
                 layers.append(Split(c, cond))

@@ -30,9 +30,11 @@ class FlowSpec:
     # lower bound of every coupling scale: bounds the inverse's expansion to 1/floor per layer, so decoding stays
     # finite and exact off the training distribution (0 = LLFlow's unbounded form; bundled LoLiSRFlow 0.3, UPT-Flow 0.25)
     scale_floor: float = 0.0
-    # StraddleCouplings at the end of each level (nightflow.flow.straddle): additive couplings on the level's squeeze
+    # StraddleCouplings per level (nightflow.flow.straddle): additive couplings on the level's squeeze
     # grid moved by one finer pixel, so the flow can smooth its own block edges; 0 = none (every bundled model so far)
     straddle: int | list[int] = 0
+    # "end": after the level's steps; "start": before them, so decoding runs them after the level's own couplings
+    straddle_at: Literal["start", "end"] = "end"
 
     def __post_init__(self) -> None:
         check_literals(self, "flow")  # coupling, subnet: as strict from Python as from YAML

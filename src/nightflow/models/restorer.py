@@ -60,6 +60,7 @@ class FlowRestorer(nn.Module):
                 scale_eps=spec.scale_eps,
                 scale_floor=spec.scale_floor,
                 straddle=spec.straddle,
+                straddle_at=spec.straddle_at,
                 top_prior="learned" if spec.split and use_prior else "fixed",
                 prior_channels=top_colour_channels if use_prior else 0,
             )
