@@ -40,3 +40,19 @@ def test_a_new_run_replaces_its_own_rows_and_keeps_the_others():
         {"spec": "c", "period": 2, "v": 4},
     ]
     assert merge_rows([], new) == new
+
+
+def test_probe_inputs_are_flat_noisy_and_ramped_and_the_probe_reads_absolute_differences():
+    from benchmarks.grid_periodicity import probe, probe_inputs
+
+    inputs = probe_inputs(size=16)
+    assert list(inputs) == ["flat", "flat + noise", "ramp"]
+    assert inputs["flat"].unique().numel() == 1 and inputs["flat"].shape == (1, 3, 16, 16)
+    assert torch.equal(inputs["flat + noise"], probe_inputs(size=16)["flat + noise"])  # seeded
+    assert inputs["flat + noise"].std() > 0.005
+    ramp = inputs["ramp"][0, 0, 0]
+    assert bool((ramp.diff() > 0).all()) and torch.equal(inputs["ramp"][0, :, 5], inputs["ramp"][0, :, 9])
+    rows = probe("lolisrflow-x1")
+    assert [r["input"] for r in rows] == list(inputs) and all(len(r["profile"]) == 2 for r in rows)
+    flat, noisy = rows[0]["mean_diff"], rows[1]["mean_diff"]
+    assert 0.0 < flat < noisy  # the model leaves some of the noise: larger neighbour differences
