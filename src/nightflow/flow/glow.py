@@ -3,8 +3,8 @@
 Level l: squeeze ×2 → ``transitions`` × (ActNorm, 1×1 conv) → K_l steps of (ActNorm, 1×1 conv, injector,
 coupling) or (ActNorm, 1×1 conv, cross-coupling) → optional Split. ``straddle`` × StraddleCoupling (additive
 couplings on the level's squeeze grid moved by one finer pixel, across its block edges; none by default) sit
-after the steps (``straddle_at="end"``) or before them, after the transitions (``"start"``). Level l therefore runs at (H/2^(l+1),
-W/2^(l+1)) and takes a conditioning tensor of that size.
+after the steps (``straddle_at="end"``) or before them, after the transitions (``"start"``). Level l therefore
+runs at (H/2^(l+1), W/2^(l+1)) and takes a conditioning tensor of that size.
 
 Every latent is returned *standardised* (N(0, I) under the model), so sampling at temperature T is decoding
 T·noise, and the mean path (temperature 0) decodes all-zero latents, i.e. the top latent equals the prior mean.
@@ -114,9 +114,8 @@ def _followed_by(slot: FlowLayer, extra: list[FlowLayer]) -> FlowLayer:
     if isinstance(slot, FlowSequence):
         slot.layers.extend(extra)
         return slot
-    if any(
-        True for _ in slot.state_dict()
-    ):  # only the stateless Squeeze is wrapped: its name holds no tensor
+    # only a stateless layer (the Squeeze) is wrapped: its name holds no tensor that would move
+    if slot.state_dict():
         raise ValueError(f"cannot nest layers after a {type(slot).__name__} without renaming its tensors")
     return FlowSequence([slot, *extra])
 

@@ -27,9 +27,8 @@ from .subnets import ConvSubnet, SubnetKind
 class StraddleCoupling(FlowLayer):
     """Two additive couplings on the level's squeeze grid moved by one finer pixel; log-det 0."""
 
-    starts_as_identity = (
-        True  # zero-initialised outputs: loading weights without this layer leaves them as they were
-    )
+    # zero-initialised outputs: weights without this layer, loaded into a flow with it, compute what they did
+    starts_as_identity = True
 
     def __init__(self, channels: int, cond_channels: int, hidden: int, subnet: SubnetKind = "conv"):
         super().__init__()
@@ -49,9 +48,8 @@ class StraddleCoupling(FlowLayer):
 
     def _shift(self, net: ConvSubnet, keep: Tensor, cond: Tensor | None) -> Tensor:
         inp = keep if cond is None else torch.cat([keep, cond.to(keep.dtype)], dim=1)
-        return net(
-            inp
-        ).float()  # the subnet may run in bf16 (autocast); the invertible arithmetic stays float32
+        # the subnet may run in bf16 (autocast); the invertible arithmetic stays float32
+        return net(inp).float()
 
     def _couple(self, x: Tensor, cond: Tensor | None, sign: float) -> Tensor:
         if x.shape[2] < 2 or x.shape[3] < 2:

@@ -55,7 +55,7 @@ class TrainConfig:
     # tensor must match the recipe's model by name and shape (other settings, e.g. flow.scale_floor, may differ)
     init_weights: str | None = None
     # train only the parameters whose names match these glob patterns (fnmatch), the rest frozen, e.g.
-    # ["flow.level_flows.*.layers.*.net_*"] for layers added to init_weights; null = train everything
+    # ["*.net_first.*", "*.net_second.*"] for straddle couplings added to init_weights; null = train everything
     trainable: list[str] | None = None
     # stop once the training steps (data, forward, backward, update; not validation or checkpoints) have taken
     # this many seconds, summed over resumes, then validate and save as at max_steps: for comparisons at a fixed

@@ -162,7 +162,7 @@ def load_initial_weights(model: nn.Module, source: str) -> None:
     theirs, ours = donor.state_dict(), model.state_dict()
     missing, extra = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
     fresh = fresh_identity_keys(model, missing)
-    missing = [k for k in missing if k not in set(fresh)]
+    missing = sorted(set(missing) - set(fresh))
     shapes = [k for k in ours if k in theirs and theirs[k].shape != ours[k].shape]
     if missing or extra or shapes:
         what = (
