@@ -195,7 +195,9 @@ def test_api_model_on_the_onnx_backend_matches_the_torch_one(exported):
     img = read_image(samples()[0])
     onnx_model = load_onnx(files[0.0])
     torch_model = nightflow.load(name)
-    a, b = onnx_model.restore(img).astype(int), torch_model.restore(img).astype(int)
+    # float32 on both sides: "auto" may pick bf16 for the torch model on a CPU with fast bf16, which moves a bundled
+    # model by up to 1/255 (tests/test_precision.py) and so two 8-bit levels after rounding
+    a, b = onnx_model.restore(img).astype(int), torch_model.restore(img, precision="fp32").astype(int)
     assert a.dtype == b.dtype and np.abs(a - b).max() <= 1  # 1e-4 can round to the next 8-bit level
 
 
