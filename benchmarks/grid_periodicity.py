@@ -28,10 +28,15 @@ from nightflow import inference
 from nightflow.atomic import write_text_atomic
 from nightflow.evaluation.suite import load_suite
 
-from .common import RESULTS, save
+from .common import RESULTS
 from .exposure_decomposition import suite_pairs, suite_parser
 
 _LUMA = (0.299, 0.587, 0.114)
+
+
+def luma(image: torch.Tensor) -> torch.Tensor:
+    """N×3×H×W → N×H×W luminance (BT.601 weights) in float64."""
+    return (image.double() * torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
 
 
 def edge_profile(images: list[torch.Tensor], period: int) -> list[float]:
@@ -40,7 +45,7 @@ def edge_profile(images: list[torch.Tensor], period: int) -> list[float]:
     sums = torch.zeros(period, dtype=torch.float64)
     counts = torch.zeros(period, dtype=torch.float64)
     for image in images:
-        y = (image.double() * torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
+        y = luma(image)
         for diff in (y.diff(dim=-1).abs().mean(dim=(0, 1)), y.diff(dim=-2).abs().mean(dim=(0, 2))):
             phase = torch.arange(diff.numel()) % period
             sums.index_add_(0, phase, diff)
@@ -83,7 +88,7 @@ def probe(spec: str, period: int = 0) -> list[dict]:
     rows = []
     for label, lq in probe_inputs().items():
         out = inference.restore(model.inference_restorer, lq, tile=0)
-        y = (out.double() * torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)).sum(1)
+        y = luma(out)
         mean_diff = float((y.diff(dim=-1).abs().mean() + y.diff(dim=-2).abs().mean()) / 2)
         profile = edge_profile([out], period)
         rows.append(
@@ -151,13 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     suffix = f"_ensemble{args.ensemble}" if args.ensemble != 1 else ""
     name = f"grid_periodicity_{load_suite(args.suite).name}{suffix}"
-    earlier = args.out or RESULTS / f"{name}.json"
-    kept = json.loads(earlier.read_text())["models"] if earlier.is_file() else []
-    payload = {"models": merge_rows(kept, rows)}
-    if args.out is None:
-        save(name, payload)
-    else:
-        write_text_atomic(args.out, json.dumps(payload, indent=2) + "\n")
+    path = args.out or RESULTS / f"{name}.json"
+    kept = json.loads(path.read_text())["models"] if path.is_file() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"models": merge_rows(kept, rows)}, indent=2) + "\n")
     return 0
 
 
