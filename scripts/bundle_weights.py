@@ -47,8 +47,23 @@ def training_facts(run_dir: Path, step: int | None) -> dict:
         "final_losses": {
             k: round(v, 4) for k, v in last.items() if k in ("nll", "l1", "total", "color", "exposure")
         },
-        "hardware": f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s) per run, torch {torch.__version__}",
     }
+
+
+def run_hardware(meta: dict[str, str], threads: int | None = None) -> str:
+    """Where the run trained, for the card: the device and thread count its checkpoint recorded (``threads``
+    overrides a count the checkpoint lacks; checkpoints before the trainer recorded it say "not recorded"),
+    never the bundling machine's own settings."""
+    recorded = {**json.loads(meta.get("nightflow", "{}") or "{}"), **meta}
+    device = str(recorded.get("device") or "cpu")
+    count = recorded.get("threads")
+    if threads is not None:
+        if count is not None and int(count) != threads:
+            raise ConfigError(f"--threads {threads}: the run's checkpoint recorded {count} thread(s)")
+        count = threads
+    where = f"{platform.machine()} CPU" if device == "cpu" else device.upper()
+    per_run = f"{int(count)} thread(s) per run" if count is not None else "thread count not recorded"
+    return f"{where}, {per_run}, torch {torch.__version__}"
 
 
 def training_photo_count(run_cfg: dict) -> int | None:
@@ -164,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         "--step", type=int, help="use the checkpoint of this step (default: the run's best/latest)"
     )
     parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads the run trained with, for checkpoints written before the trainer recorded it",
+    )
+    parser.add_argument(
         "--continues",
         type=Path,
         metavar="WEIGHTS",
@@ -193,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     run_cfg = yaml.safe_load((args.run_dir / "config.yaml").read_text())
     facts["patch_size"] = run_cfg.get("data", {}).get("patch_size")
     facts["amp"] = run_amp(run_cfg, meta)
+    try:
+        facts["hardware"] = run_hardware(meta, args.threads)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
     facts["jpeg_share"] = run_jpeg_share(run_cfg)
     facts["tone_curve_share"] = run_tone_curve_share(run_cfg)
     facts["power_curve_share"] = run_power_curve_share(run_cfg)

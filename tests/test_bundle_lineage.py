@@ -239,3 +239,22 @@ def test_cards_say_which_temperature_samples_are_drawn_at():
         in x1_jpeg
     )
     assert "without `--temperature`: temperature 0.4, nightflow's default" in upt
+
+
+def test_the_card_hardware_is_what_the_run_recorded_not_the_bundling_machines():
+    bundle = _script("bundle_weights")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        recorded = {"nightflow": json.dumps({"threads": 1, "device": "cpu"})}
+        assert "1 thread(s) per run" in bundle.run_hardware(recorded)
+        assert "1 thread(s) per run" in bundle.run_hardware(recorded, threads=1)
+        from nightflow.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="recorded 1 thread"):
+            bundle.run_hardware(recorded, threads=2)  # a flag never contradicts the record
+        assert "thread count not recorded" in bundle.run_hardware({})  # older checkpoints: never guessed
+        assert "3 thread(s) per run" in bundle.run_hardware({}, threads=3)
+        assert bundle.run_hardware({"device": "cuda", "threads": "4"}).startswith("CUDA, 4 thread(s)")
+    finally:
+        torch.set_num_threads(before)

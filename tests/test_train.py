@@ -628,3 +628,19 @@ def test_train_trainable_trains_only_the_matching_parameters_and_refuses_a_patte
         freeze_except(trainer.model, ["body.2.*", "body.9.*"])
     with pytest.raises(ConfigError, match="train.trainable"):
         tiny_cfg(trainable=[])
+
+
+def test_checkpoints_record_the_device_and_thread_count_the_run_trained_with(tmp_path):
+    from safetensors import safe_open
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # differs from the CI machine's default of 2, so a hard-coded count would fail
+    try:
+        trainer = make_trainer(tmp_path / "run", tiny_cfg(max_steps=1))
+        trainer.fit()
+    finally:
+        torch.set_num_threads(before)
+    path = trainer.run_dir / "checkpoints" / "step_0000001" / "model.safetensors"
+    with safe_open(str(path), "pt") as fh:
+        recorded = json.loads(fh.metadata()["nightflow"])
+    assert recorded["threads"] == 1 and recorded["device"] == "cpu"

@@ -410,7 +410,16 @@ class Trainer:
     def _metadata(self) -> dict[str, Any]:
         # amp: the autocast dtype actually used (float32 = "none"), also where the recipe said auto
         amp = "none" if self.amp_dtype is None else ("bf16" if self.amp_dtype == torch.bfloat16 else "fp16")
-        return {"step": self.step, "ema": self.ema is not None, "run_dir": str(self.run_dir), "amp": amp}
+        # threads and device: what the run trained on, for the model card (bundling reads them from here, not
+        # from the machine that bundles)
+        return {
+            "step": self.step,
+            "ema": self.ema is not None,
+            "run_dir": str(self.run_dir),
+            "amp": amp,
+            "device": self.device.type,
+            "threads": torch.get_num_threads(),
+        }
 
     def save_checkpoint(self) -> Path | None:
         state = self.state_dict()  # collective in DDP: every rank contributes its RNG state
