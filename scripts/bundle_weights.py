@@ -35,6 +35,8 @@ from nightflow.models import zoo
 from nightflow.models.checkpoint import CONFIG_KEY, load_config, read_metadata
 from nightflow.models.zoo import WEIGHTS_DIR, _resolve_checkpoint
 
+NOT_LOSSES = frozenset({"kind", "step", "epoch", "lr", "grad_norm", "samples_per_s", "elapsed_s"})
+
 
 def training_facts(run_dir: Path, step: int | None) -> dict:
     """Steps, wall time and last logged losses (up to ``step``) from the run's log.jsonl."""
@@ -44,9 +46,8 @@ def training_facts(run_dir: Path, step: int | None) -> dict:
     return {
         "steps": last["step"],
         "wall_time_s": round(last["elapsed_s"], 1),
-        "final_losses": {
-            k: round(v, 4) for k, v in last.items() if k in ("nll", "l1", "total", "color", "exposure")
-        },
+        # every logged loss term (a model's own, e.g. SSFlow's pseudo_nll or reblur), not the step's bookkeeping
+        "final_losses": {k: round(v, 4) for k, v in last.items() if k not in NOT_LOSSES},
     }
 
 

@@ -258,3 +258,23 @@ def test_the_card_hardware_is_what_the_run_recorded_not_the_bundling_machines():
         assert bundle.run_hardware({"device": "cuda", "threads": "4"}).startswith("CUDA, 4 thread(s)")
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_card_keeps_every_logged_loss_term_and_no_bookkeeping(tmp_path):
+    bundle = _script("bundle_weights")
+    row = {
+        "kind": "train",
+        "step": 4,
+        "epoch": 0,
+        "pseudo_nll": 7.23912,
+        "reblur": 0.09,
+        "total": 7.6,
+        "lr": 2e-4,
+        "grad_norm": 3.0,
+        "samples_per_s": 1.5,
+        "elapsed_s": 9.0,
+    }
+    (tmp_path / "log.jsonl").write_text(json.dumps(row) + "\n")
+    facts = bundle.training_facts(tmp_path, None)
+    assert facts["final_losses"] == {"pseudo_nll": 7.2391, "reblur": 0.09, "total": 7.6}  # SSFlow's own terms
+    assert facts["steps"] == 4 and facts["wall_time_s"] == 9.0
