@@ -278,3 +278,34 @@ def test_the_card_keeps_every_logged_loss_term_and_no_bookkeeping(tmp_path):
     facts = bundle.training_facts(tmp_path, None)
     assert facts["final_losses"] == {"pseudo_nll": 7.2391, "reblur": 0.09, "total": 7.6}  # SSFlow's own terms
     assert facts["steps"] == 4 and facts["wall_time_s"] == 9.0
+
+
+def test_weight_facts_measured_after_bundling_are_stored_into_the_file_and_nothing_else_is(
+    tmp_path, monkeypatch
+):
+    from nightflow.config import to_dict
+    from nightflow.errors import ConfigError
+    from nightflow.models import zoo
+    from nightflow.models.checkpoint import CONFIG_KEY, load_config
+
+    store = _script("store_weight_facts")
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
+    want = to_dict(zoo.get_config("uptflow-tiny"))
+    path = tmp_path / "uptflow-tiny.safetensors"
+    stale = {**want, "bf16_inference": not want["bf16_inference"], "tile_margin": want["tile_margin"] + 8}
+    save_file({"w": torch.arange(3.0)}, str(path), metadata={CONFIG_KEY: json.dumps(stale), "other": "kept"})
+    assert store.store_facts("uptflow-tiny") == ["bf16_inference", "tile_margin"]
+    assert to_dict(load_config(path)) == want
+    from safetensors.torch import load_file
+
+    from nightflow.models.checkpoint import read_metadata
+
+    assert (
+        torch.equal(load_file(str(path))["w"], torch.arange(3.0)) and read_metadata(path)["other"] == "kept"
+    )
+    assert store.store_facts("uptflow-tiny") == []  # already stored: nothing to do
+    wider = {**want, "flow": {**want["flow"], "hidden": want["flow"]["hidden"] * 2}}
+    save_file({"w": torch.zeros(1)}, str(path), metadata={CONFIG_KEY: json.dumps(wider)})
+    with pytest.raises(ConfigError, match="flow"):  # another architecture: never stamped over
+        store.store_facts("uptflow-tiny")
+    assert to_dict(load_config(path))["flow"]["hidden"] == want["flow"]["hidden"] * 2

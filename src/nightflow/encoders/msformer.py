@@ -268,7 +268,9 @@ class _ReleasedUNet(nn.Module):
 class MSFormerEncoder(Encoder):
     """LR image → one conditioning map per flow level (no colour map: UPT-Flow uses a zero-mean prior)."""
 
-    # bundled uptflow-tiny under bf16 autocast: 0.67/255 from float32 (pytest -s tests/test_precision.py)
+    # the architecture is bf16-safe (the first bundled uptflow-tiny weights: 0.67/255 from float32 under bf16
+    # autocast); the weights of December 2026's third round move 1.15/255, so their config turns it off
+    # (ModelConfig.bf16_inference; pytest -s tests/test_precision.py)
     bf16_inference = True
     # bundled uptflow-tiny on the CPU: 2.4x faster in channels_last (bench_optimizations layout_rows)
     channels_last_inference = True
