@@ -55,9 +55,9 @@ def run_hardware(meta: dict[str, str], threads: int | None = None) -> str:
     """Where the run trained, for the card: the device and thread count its checkpoint recorded (``threads``
     overrides a count the checkpoint lacks; checkpoints before the trainer recorded it say "not recorded"),
     never the bundling machine's own settings."""
-    recorded = {**json.loads(meta.get("nightflow", "{}") or "{}"), **meta}
-    device = str(recorded.get("device") or "cpu")
-    count = recorded.get("threads")
+    facts = recorded(meta)
+    device = str(facts.get("device") or "cpu")
+    count = facts.get("threads")
     if threads is not None:
         if count is not None and int(count) != threads:
             raise ConfigError(f"--threads {threads}: the run's checkpoint recorded {count} thread(s)")
@@ -85,12 +85,18 @@ def _checkpoint_step(meta: dict[str, str]) -> int | None:
         return int(meta["step"]) if str(meta.get("step", "")).isdigit() else None
 
 
+def recorded(meta: dict[str, str]) -> dict:
+    """What the trainer recorded in a checkpoint's metadata (``Trainer._metadata``): under ``nightflow`` in
+    trainer checkpoints, as top-level keys in model weights files."""
+    return {**json.loads(meta.get("nightflow", "{}") or "{}"), **meta}
+
+
 def run_amp(run_cfg: dict, meta: dict[str, str]) -> str | None:
     """The autocast a run trained with: what its checkpoint recorded (``amp``, the trainer's decision, also for
     ``train.amp: auto``), else the recipe's ``train.amp`` (checkpoints written before the trainer recorded it)."""
-    recorded = meta.get("amp") or json.loads(meta.get("nightflow", "{}")).get("amp")
-    if recorded:
-        return recorded
+    amp = recorded(meta).get("amp")
+    if amp:
+        return amp
     return (run_cfg.get("train") or {}).get("amp")  # "auto" stays "auto": what it chose was not recorded
 
 
@@ -131,15 +137,10 @@ def variant_config(src: Path, name: str) -> str | None:
     base = zoo.variant_base(name)
     if base is None:
         return None
-    want = to_dict(zoo.get_config(name))
-    stored = to_dict(load_config(src))
-    renamed = {**stored, **{k: want[k] for k in ("name", "description", *sorted(zoo.WEIGHT_FACTS))}}
-    differ = sorted(k for k in set(want) | set(renamed) if want.get(k) != renamed.get(k))
-    if differ:
-        raise ConfigError(
-            f"{src}: its model config differs from {name}'s in {', '.join(differ)}; a variant shares its "
-            f"base's ({base}) architecture"
-        )
+    try:
+        renamed = zoo.with_weight_facts(to_dict(load_config(src)), name, also=("name", "description"))
+    except ConfigError as exc:
+        raise ConfigError(f"{src}: {exc}; a variant shares its base's ({base}) architecture") from None
     return json.dumps(renamed)
 
 

@@ -29,17 +29,17 @@ def store_facts(name: str) -> list[str]:
     path = zoo.weights_path(name)
     if not path.is_file():
         raise ConfigError(f"{name}: no bundled weights at {path}")
-    want = to_dict(zoo.get_config(name))
     stored = to_dict(load_config(path))
-    differ = sorted(k for k in set(want) | set(stored) if want.get(k) != stored.get(k))
-    if set(differ) - zoo.WEIGHT_FACTS:
+    try:
+        stamped = zoo.with_weight_facts(stored, name)
+    except ConfigError as exc:
         raise ConfigError(
-            f"{path}: its stored config differs from {name}'s in {', '.join(sorted(set(differ) - zoo.WEIGHT_FACTS))}, "
-            "which are not weight facts; bundle the weights again instead"
-        )
+            f"{path}: {exc}, which are not weight facts; bundle the weights again instead"
+        ) from None
+    differ = sorted(k for k in stamped if stamped[k] != stored.get(k))
     if differ:
         meta = dict(read_metadata(path))
-        meta[CONFIG_KEY] = json.dumps({**stored, **{k: want[k] for k in differ}})
+        meta[CONFIG_KEY] = json.dumps(stamped)
         tmp = path.with_name(f".{path.name}.tmp")
         save_file(load_file(str(path)), str(tmp), metadata=meta)
         os.replace(tmp, path)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..config import from_dict, load_yaml
+from ..config import from_dict, load_yaml, to_dict
 from ..errors import ConfigError, ModelNotFoundError, UnknownModelError
 from .checkpoint import load_model
 
@@ -63,6 +63,20 @@ def variant_base(name: str) -> str | None:
     path = CONFIG_DIR / f"{canonical(name)}.yaml"
     base = load_yaml(path).get("variant_of") if path.is_file() else None
     return None if base is None else str(base)
+
+
+def with_weight_facts(stored: dict[str, Any], name: str, also: tuple[str, ...] = ()) -> dict[str, Any]:
+    """``stored`` (a weights file's model config, as plain data) with ``name``'s weight facts (``WEIGHT_FACTS``,
+    measured on the weights and written in the zoo YAML) and the keys in ``also`` taken from the zoo config. Any
+    other key where the two differ is a ``ConfigError`` naming it: the file would not be the architecture the zoo
+    says. Used when weights are bundled (``scripts/bundle_weights.py``) and when a fact measured afterwards is
+    written into the bundled file (``scripts/store_weight_facts.py``)."""
+    want = to_dict(get_config(name))
+    stamped = {**stored, **{k: want[k] for k in (*also, *sorted(WEIGHT_FACTS))}}
+    differ = sorted(k for k in set(want) | set(stamped) if want.get(k) != stamped.get(k))
+    if differ:
+        raise ConfigError(f"its model config differs from {canonical(name)}'s in {', '.join(differ)}")
+    return stamped
 
 
 def _config_data(path: Path) -> dict[str, Any]:
