@@ -77,18 +77,16 @@ def training_photo_count(run_cfg: dict) -> int | None:
     return len(list_images(split_dir(root, str(data.get("split", "train")), None), recursive=True))
 
 
-def _checkpoint_step(meta: dict[str, str]) -> int | None:
-    """The training step stored in a trainer checkpoint's metadata (None for files without one)."""
-    try:
-        return int(json.loads(meta.get("nightflow", "{}")).get("step"))
-    except (TypeError, ValueError):
-        return int(meta["step"]) if str(meta.get("step", "")).isdigit() else None
-
-
 def recorded(meta: dict[str, str]) -> dict:
     """What the trainer recorded in a checkpoint's metadata (``Trainer._metadata``): under ``nightflow`` in
     trainer checkpoints, as top-level keys in model weights files."""
     return {**json.loads(meta.get("nightflow", "{}") or "{}"), **meta}
+
+
+def _checkpoint_step(meta: dict[str, str]) -> int | None:
+    """The training step stored in a trainer checkpoint's metadata (None for files without one)."""
+    step = str(recorded(meta).get("step", ""))
+    return int(step) if step.isdigit() else None
 
 
 def run_amp(run_cfg: dict, meta: dict[str, str]) -> str | None:

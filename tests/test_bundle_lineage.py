@@ -309,3 +309,11 @@ def test_weight_facts_measured_after_bundling_are_stored_into_the_file_and_nothi
     with pytest.raises(ConfigError, match="flow"):  # another architecture: never stamped over
         store.store_facts("uptflow-tiny")
     assert to_dict(load_config(path))["flow"]["hidden"] == want["flow"]["hidden"] * 2
+
+
+def test_the_step_of_a_checkpoint_is_read_where_the_trainer_recorded_it():
+    bundle = _script("bundle_weights")
+    assert bundle._checkpoint_step({"nightflow": json.dumps({"step": 800, "amp": "bf16"})}) == 800
+    assert bundle._checkpoint_step({"step": "1200"}) == 1200  # a model weights file: a top-level key
+    assert bundle._checkpoint_step({"nightflow": json.dumps({"amp": "none"})}) is None
+    assert bundle._checkpoint_step({}) is None
