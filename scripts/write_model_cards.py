@@ -178,6 +178,21 @@ def _checkpoints(facts: dict) -> str:
     return ", then ".join(f"`{s.get('checkpoint', '?')}`" for s in stages)
 
 
+def _interpolation_line(facts: dict) -> str:
+    """The card's line for weights that are a point between two files (``scripts/interpolate_weights.py``);
+    empty for weights that are a training run's checkpoint."""
+    mix = facts.get("interpolation")
+    if not mix:
+        return ""
+    alpha = float(mix["alpha"])
+    return (
+        f"\n- Interpolated: these weights (the exposure head's too) are {1 - alpha:g} × the weights before the last stage "
+        f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
+        f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), so they have not trained all of "
+        "the last stage's steps"
+    )
+
+
 def _stage_precision(facts: dict) -> str:
     stages = facts.get("stages") or [facts]
     kinds = [_precision(s.get("amp")) for s in stages]
@@ -252,7 +267,7 @@ Samples and heat-maps without `--temperature`: {_sampling_line(cfg.name, cfg.sam
 - Exposure head: {_exposure_line(fit)}
 - Recipe: {_recipe(facts, cfg.name)}
 - Iterations: {steps} (checkpoint {_checkpoints(facts)}, EMA weights, decay 0.995), wall time
-  {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.
+  {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.{_interpolation_line(facts)}
 - Final logged losses: {facts.get("final_losses", {})}
 {main_suite}{further}
 ## Limits
