@@ -7,7 +7,8 @@ computed from the interpolated weights, as from any others.
 
 The output takes AFTER's metadata (its config, weight facts and training facts), and its training facts say that
 the weights were interpolated, with which file and how far, so that a card built from it cannot pass for a plain
-training run.
+training run. A head fit that AFTER recorded (``nightflow_exposure_fit``, from ``scripts/fit_exposure_head.py``)
+no longer describes the mixed head, so it is dropped: refit the head to record one.
 
     python scripts/interpolate_weights.py BEFORE.safetensors AFTER.safetensors --alpha 0.5 -o OUT.safetensors
 """
@@ -24,10 +25,12 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from nightflow.atomic import atomic_path
+from nightflow.models.checkpoint import CONFIG_KEY
 from nightflow.models.zoo import WEIGHT_FACTS
 
-CONFIG_KEY = "nightflow_model_config"
 TRAINING_KEY = "nightflow_training"
+HEAD_FIT_KEY = "nightflow_exposure_fit"
 
 
 def _load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -85,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.exists():
         print(f"{args.out} exists; refusing to overwrite it", file=sys.stderr)
         return 2
+    for path in (args.before, args.after):
+        if not path.is_file():
+            print(f"{path}: no such weights file", file=sys.stderr)
+            return 2
     before, before_meta = _load(args.before)
     after, meta = _load(args.after)
     if _architecture(before_meta) != _architecture(meta):
@@ -104,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         "note": f"(1 - {args.alpha:g}) x the weights before the last stage + {args.alpha:g} x the weights after it",
     }
     meta[TRAINING_KEY] = json.dumps(training)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(args.out), metadata=meta)
+    meta.pop(HEAD_FIT_KEY, None)
+    with atomic_path(args.out) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     print(
         f"{args.out}: {args.alpha:g} of the way from {args.before.name} to {args.after.name}, {len(tensors)} tensors"
     )

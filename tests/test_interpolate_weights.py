@@ -93,6 +93,9 @@ def test_an_interpolated_flow_loads_inverts_exactly_and_records_how_it_was_made(
 
     with safe_open(str(out), "pt") as f:
         training = json.loads(f.metadata()["nightflow_training"])
+        assert (
+            "nightflow_exposure_fit" not in f.metadata()
+        )  # the after file's head fit describes another head
     assert training["steps"] == 20  # the after file's facts, with the interpolation added
     assert (
         training["interpolation"]["alpha"] == 0.5
@@ -104,6 +107,11 @@ def test_existing_outputs_and_other_architectures_are_refused(tmp_path, capsys):
     before, after, _ = _two_files(tmp_path)
     assert _script().main([str(before), str(after), "--alpha", "0.5", "-o", str(after)]) == 2
     assert "refusing to overwrite" in capsys.readouterr().err
+    missing = str(tmp_path / "missing.safetensors")
+    assert (
+        _script().main([str(before), missing, "--alpha", "0.5", "-o", str(tmp_path / "y.safetensors")]) == 2
+    )
+    assert "no such weights file" in capsys.readouterr().err
     cfg = get_config("lolisrflow-x2")
     wider = dataclasses.replace(cfg, flow=dataclasses.replace(cfg.flow, steps=1, hidden=cfg.flow.hidden + 8))
     other = save_model(build_model(wider), tmp_path / "wider.safetensors", wider, {})
