@@ -108,7 +108,6 @@ def main(argv: list[str] | None = None) -> int:
         "before": args.before.name,
         "before_sha256": _sha256(args.before),
         "after_sha256": _sha256(args.after),
-        "note": f"(1 - {args.alpha:g}) x the weights before the last stage + {args.alpha:g} x the weights after it",
     }
     meta[TRAINING_KEY] = json.dumps(training)
     meta.pop(HEAD_FIT_KEY, None)

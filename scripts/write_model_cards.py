@@ -84,7 +84,9 @@ def _other_suites(others: list[dict], scale: int, name: str) -> str:
     return text
 
 
-def _exposure_line(fit: dict | None) -> str:
+def _exposure_line(fit: dict | None, interpolated: bool = False) -> str:
+    if not fit and interpolated:
+        return 'the mix of the two files\' heads ("Interpolated" below), not refitted afterwards.'
     if not fit:
         return "trained jointly with the model (squared EV error against the oracle gain, weight 0.1)."
     photos = f"{fit['photos']} training photos" if "photos" in fit else "training photos"
@@ -264,7 +266,7 @@ Samples and heat-maps without `--temperature`: {_sampling_line(cfg.name, cfg.sam
   scene's thumbnail and oracle exposure as its context (`docs/design.md`).{_jpeg_phrase(facts)}{_tone_curve_phrase(facts)}{_power_curve_phrase(facts)}
   {_stage_precision(facts)}.
   Nothing else: these weights have seen a few dozen photos and no real low-light capture.
-- Exposure head: {_exposure_line(fit)}
+- Exposure head: {_exposure_line(fit, "interpolation" in facts)}
 - Recipe: {_recipe(facts, cfg.name)}
 - Iterations: {steps} (checkpoint {_checkpoints(facts)}, EMA weights, decay 0.995), wall time
   {seconds / 60:.0f} min, on {facts.get("hardware", "?")}, sharing 2 cores with the other bundled models' runs.{_interpolation_line(facts)}

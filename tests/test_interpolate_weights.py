@@ -138,3 +138,5 @@ def test_the_card_of_interpolated_weights_says_so_and_a_plain_runs_card_does_not
     line = cards._interpolation_line({"steps": 500, "interpolation": mix})
     assert "0.5 × the weights before the last stage" in line and "sha256 abababababab" in line
     assert "--alpha 0.5" in line
+    assert "mix of the two files' heads" in cards._exposure_line(None, interpolated=True)
+    assert "trained jointly" in cards._exposure_line(None)
