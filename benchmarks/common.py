@@ -77,6 +77,23 @@ def save(name: str, payload: dict) -> Path:
     return path
 
 
+def merge_rows(kept: list[dict], new: list[dict], key: tuple[str, ...] = ("spec",)) -> list[dict]:
+    """``kept`` rows (an earlier run's) with each one that has a ``new`` row's ``key`` values replaced by it, then
+    the new rows not yet there, in their order.
+
+    Why: a result file holds rows for several models, and re-measuring one model (new weights) must not erase
+    the others' rows."""
+    fresh = {tuple(row[k] for k in key): row for row in new}
+    merged = [fresh.pop(tuple(row[k] for k in key), row) for row in kept]
+    return merged + list(fresh.values())
+
+
+def kept_rows(name: str) -> list[dict]:
+    """The ``models`` rows of ``benchmarks/results/<name>.json`` as a run left them (none if there is no file)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["models"] if path.is_file() else []
+
+
 def table(rows: list[dict], columns: list[str]) -> str:
     """A Markdown table of ``rows`` restricted to ``columns``."""
 

@@ -13,7 +13,8 @@ input gain (clipped highlights, the denoising strength it chose for that brightn
 
 The pairs are the ``x<scale>`` dataset of benchmarks/suites/synthetic.yaml (or of ``--suite``), read from the suite
 file (validation photos, seed 0, 10 pairs of 384 px centre crops). Writes results/exposure_decomposition.json
-(results/exposure_decomposition_<suite name>.json for another suite).
+(results/exposure_decomposition_<suite name>.json for another suite), keeping the rows of models measured before (a
+row of the same model is replaced), so one model can be measured again on its own.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from nightflow.evaluation.suite import data_config, data_root, load_suite
 from nightflow.metrics.psnr import psnr
 from nightflow.metrics.ssim import ssim
 
-from .common import ROOT, save
+from .common import ROOT, kept_rows, merge_rows, save
 
 SUITE = ROOT / "benchmarks" / "suites" / "synthetic.yaml"
 
@@ -112,11 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             f"target's; SSIM {row['ssim']:.3f} / {row['ssim_oracle_exposure']:.3f}; head error mean {row['mean_head_error_ev']:+.2f} EV, mean |error| "
             f"{row['mean_abs_head_error_ev']:.2f} EV"
         )
-    name = load_suite(args.suite).name
-    save(
-        "exposure_decomposition" if name == "synthetic" else f"exposure_decomposition_{name}",
-        {"models": rows},
-    )
+    suite = load_suite(args.suite).name
+    name = "exposure_decomposition" if suite == "synthetic" else f"exposure_decomposition_{suite}"
+    save(name, {"models": merge_rows(kept_rows(name), rows)})
     return 0
 
 

@@ -28,7 +28,7 @@ from nightflow import inference
 from nightflow.atomic import write_text_atomic
 from nightflow.evaluation.suite import load_suite
 
-from .common import RESULTS
+from .common import RESULTS, merge_rows
 from .exposure_decomposition import suite_pairs, suite_parser
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -57,14 +57,6 @@ def edge_profile(images: list[torch.Tensor], period: int) -> list[float]:
 def grid_excess(profile: list[float]) -> float:
     """How far the strongest position stands out: max / mean − 1 (0 without any grid)."""
     return round(max(profile) - 1.0, 4)
-
-
-def merge_rows(kept: list[dict], new: list[dict]) -> list[dict]:
-    """``kept`` rows (an earlier run's) with each one of the same spec and period as a ``new`` row replaced by it,
-    then the new rows not yet there, in their order."""
-    fresh = {(row["spec"], row["period"]): row for row in new}
-    merged = [fresh.pop((row["spec"], row["period"]), row) for row in kept]
-    return merged + list(fresh.values())
 
 
 def probe_inputs(size: int = 96, level: float = 0.04, noise: float = 0.01) -> dict[str, torch.Tensor]:
@@ -159,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out or RESULTS / f"{name}.json"
     kept = json.loads(path.read_text())["models"] if path.is_file() else []
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps({"models": merge_rows(kept, rows)}, indent=2) + "\n")
+    write_text_atomic(
+        path, json.dumps({"models": merge_rows(kept, rows, key=("spec", "period"))}, indent=2) + "\n"
+    )
     return 0
 
 

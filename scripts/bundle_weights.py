@@ -158,8 +158,13 @@ STAGE_KEYS = (
 
 def chain_facts(base: dict, run: dict) -> dict:
     """Training facts of weights made by ``base``'s training and then ``run`` on top of it: summed steps and
-    wall time, the last run's losses and hardware, and every stage listed in order under ``stages``."""
+    wall time, the last run's losses and hardware, and every stage listed in order under ``stages`` (a stage whose
+    weights were interpolated keeps its ``interpolation`` record)."""
     stages = base.get("stages") or [{k: base[k] for k in STAGE_KEYS if k in base}]
+    if "interpolation" in base:
+        # the base's last stage was mixed with the weights before it (scripts/interpolate_weights.py): that stays
+        # on the stage it describes, so the card can still say so once later stages train on from it
+        stages = [*stages[:-1], {**stages[-1], "interpolation": base["interpolation"]}]
     stages = [*stages, {k: run[k] for k in STAGE_KEYS if k in run}]
     facts = dict(run)
     facts["steps"] = sum(int(s["steps"]) for s in stages)

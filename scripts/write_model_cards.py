@@ -181,18 +181,31 @@ def _checkpoints(facts: dict) -> str:
 
 
 def _interpolation_line(facts: dict) -> str:
-    """The card's line for weights that are a point between two files (``scripts/interpolate_weights.py``);
-    empty for weights that are a training run's checkpoint."""
+    """The card's lines for weights that are, or trained on from, a point between two files
+    (``scripts/interpolate_weights.py``); empty for weights whose every stage is a training run's checkpoint."""
+    lines = []
     mix = facts.get("interpolation")
-    if not mix:
-        return ""
-    alpha = float(mix["alpha"])
-    return (
-        f"\n- Interpolated: these weights (the exposure head's too) are {1 - alpha:g} × the weights before the last stage "
-        f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
-        f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), so they have not trained all of "
-        "the last stage's steps"
-    )
+    if mix:
+        alpha = float(mix["alpha"])
+        lines.append(
+            f"\n- Interpolated: these weights (the exposure head's too) are {1 - alpha:g} × the weights before the last stage "
+            f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
+            f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), so they have not trained all of "
+            "the last stage's steps"
+        )
+    stages = facts.get("stages") or []
+    for number, stage in enumerate(stages, 1):
+        mix = stage.get("interpolation")
+        if not mix:
+            continue
+        alpha = float(mix["alpha"])
+        lines.append(
+            f"\n- Interpolated: stage {number} of {len(stages)} ended as {1 - alpha:g} × the weights before it "
+            f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
+            f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), and the stages after it "
+            "trained on from that mix, so the iterations above count steps these weights have not fully trained"
+        )
+    return "".join(lines)
 
 
 def _stage_precision(facts: dict) -> str:

@@ -62,6 +62,25 @@ def test_chained_facts_sum_steps_and_time_and_keep_every_stage_in_order():
     )  # unknown for the first run: the card supplies its default
 
 
+def test_training_on_from_interpolated_weights_keeps_the_mix_on_its_stage_and_the_card_names_it():
+    """Weights trained on from a midpoint (scripts/interpolate_weights.py) must still say that one of their
+    stages was mixed: without it the card would claim every step of that stage was trained."""
+    bundle, cards = _script("bundle_weights"), _script("write_model_cards")
+    mix = {"alpha": 0.5, "before": "m.safetensors", "before_sha256": "ab" * 32, "after_sha256": "c" * 64}
+    midpoint = {**bundle.chain_facts(BASE, _run(500, 36)), "interpolation": mix}
+    after = bundle.chain_facts(midpoint, _run(300, 36))
+    assert "interpolation" not in after  # these weights are the last run's checkpoint, not a mix
+    assert [s.get("interpolation") for s in after["stages"]] == [None, mix, None]
+    assert after["steps"] == 2600 + 500 + 300
+    line = cards._interpolation_line(after)
+    assert "stage 2 of 3 ended as 0.5 × the weights before it" in line and "sha256 abababababab" in line
+    assert "before the last stage" not in line  # the last stage is a plain checkpoint
+    assert "trained jointly" in cards._exposure_line(None, interpolated="interpolation" in after)
+    # a mix with no stages before it (a first run's file) is carried as well
+    first = bundle.chain_facts({**BASE, "interpolation": mix}, _run(100, 36))
+    assert first["stages"][0]["interpolation"] == mix
+
+
 def test_card_describes_each_stage_photos_precision_and_recipe():
     cards = _script("write_model_cards")
     bundle = _script("bundle_weights")

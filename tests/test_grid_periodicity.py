@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from benchmarks.grid_periodicity import edge_profile, grid_excess, merge_rows
+from benchmarks.common import merge_rows
+from benchmarks.grid_periodicity import edge_profile, grid_excess
 
 
 def test_block_edges_of_a_nearest_upscale_stand_out_at_their_position():
@@ -33,13 +34,29 @@ def test_a_new_run_replaces_its_own_rows_and_keeps_the_others():
         {"spec": "a", "period": 8, "v": 3},
     ]
     new = [{"spec": "c", "period": 2, "v": 4}, {"spec": "a", "period": 4, "v": 5}]
-    assert merge_rows(kept, new) == [
+    assert merge_rows(kept, new, key=("spec", "period")) == [
         {"spec": "a", "period": 4, "v": 5},
         {"spec": "b", "period": 4, "v": 2},
         {"spec": "a", "period": 8, "v": 3},
         {"spec": "c", "period": 2, "v": 4},
     ]
-    assert merge_rows([], new) == new
+    assert merge_rows([], new, key=("spec", "period")) == new
+    # by spec alone (the exposure decomposition's files, one row per model)
+    assert merge_rows([{"spec": "a", "v": 1}, {"spec": "b", "v": 2}], [{"spec": "a", "v": 6}]) == [
+        {"spec": "a", "v": 6},
+        {"spec": "b", "v": 2},
+    ]
+
+
+def test_re_measuring_one_model_keeps_the_other_models_rows_in_the_result_file(tmp_path, monkeypatch):
+    import benchmarks.common as common
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    assert common.kept_rows("decomposition") == []
+    common.save("decomposition", {"models": [{"spec": "x1", "v": 1}, {"spec": "upt", "v": 2}]})
+    rows = common.merge_rows(common.kept_rows("decomposition"), [{"spec": "upt", "v": 3}])
+    common.save("decomposition", {"models": rows})
+    assert common.kept_rows("decomposition") == [{"spec": "x1", "v": 1}, {"spec": "upt", "v": 3}]
 
 
 def test_probe_inputs_are_flat_noisy_and_ramped_and_the_probe_reads_absolute_differences():
