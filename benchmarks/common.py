@@ -88,9 +88,8 @@ def merge_rows(kept: list[dict], new: list[dict], key: tuple[str, ...] = ("spec"
     return merged + list(fresh.values())
 
 
-def kept_rows(name: str) -> list[dict]:
-    """The ``models`` rows of ``benchmarks/results/<name>.json`` as a run left them (none if there is no file)."""
-    path = RESULTS / f"{name}.json"
+def kept_rows(path: Path) -> list[dict]:
+    """The ``models`` rows of a result file as an earlier run left them (none if there is no file)."""
     return json.loads(path.read_text())["models"] if path.is_file() else []
 
 

@@ -34,7 +34,7 @@ from nightflow.evaluation.suite import data_config, data_root, load_suite
 from nightflow.metrics.psnr import psnr
 from nightflow.metrics.ssim import ssim
 
-from .common import ROOT, kept_rows, merge_rows, save
+from .common import RESULTS, ROOT, kept_rows, merge_rows, save
 
 SUITE = ROOT / "benchmarks" / "suites" / "synthetic.yaml"
 
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     suite = load_suite(args.suite).name
     name = "exposure_decomposition" if suite == "synthetic" else f"exposure_decomposition_{suite}"
-    save(name, {"models": merge_rows(kept_rows(name), rows)})
+    save(name, {"models": merge_rows(kept_rows(RESULTS / f"{name}.json"), rows)})
     return 0
 
 

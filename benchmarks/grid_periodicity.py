@@ -28,7 +28,7 @@ from nightflow import inference
 from nightflow.atomic import write_text_atomic
 from nightflow.evaluation.suite import load_suite
 
-from .common import RESULTS, merge_rows
+from .common import RESULTS, kept_rows, merge_rows
 from .exposure_decomposition import suite_pairs, suite_parser
 
 _LUMA = (0.299, 0.587, 0.114)
@@ -149,11 +149,9 @@ def main(argv: list[str] | None = None) -> int:
     suffix = f"_ensemble{args.ensemble}" if args.ensemble != 1 else ""
     name = f"grid_periodicity_{load_suite(args.suite).name}{suffix}"
     path = args.out or RESULTS / f"{name}.json"
-    kept = json.loads(path.read_text())["models"] if path.is_file() else []
+    merged = merge_rows(kept_rows(path), rows, key=("spec", "period"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        path, json.dumps({"models": merge_rows(kept, rows, key=("spec", "period"))}, indent=2) + "\n"
-    )
+    write_text_atomic(path, json.dumps({"models": merged}, indent=2) + "\n")
     return 0
 
 

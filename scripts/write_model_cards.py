@@ -180,31 +180,35 @@ def _checkpoints(facts: dict) -> str:
     return ", then ".join(f"`{s.get('checkpoint', '?')}`" for s in stages)
 
 
+def _mix_terms(mix: dict) -> tuple[str, str]:
+    """How a recorded mix reads on the card: the share of the weights before it, and the rest of the sentence
+    (the file it started from, the share of the checkpoint and the command that made it)."""
+    alpha = float(mix["alpha"])
+    return f"{1 - alpha:g}", (
+        f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
+        f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`)"
+    )
+
+
 def _interpolation_line(facts: dict) -> str:
     """The card's lines for weights that are, or trained on from, a point between two files
     (``scripts/interpolate_weights.py``); empty for weights whose every stage is a training run's checkpoint."""
     lines = []
-    mix = facts.get("interpolation")
-    if mix:
-        alpha = float(mix["alpha"])
+    if facts.get("interpolation"):
+        before, rest = _mix_terms(facts["interpolation"])
         lines.append(
-            f"\n- Interpolated: these weights (the exposure head's too) are {1 - alpha:g} × the weights before the last stage "
-            f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
-            f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), so they have not trained all of "
-            "the last stage's steps"
+            f"\n- Interpolated: these weights (the exposure head's too) are {before} × the weights before the last "
+            f"stage {rest}, so they have not trained all of the last stage's steps"
         )
     stages = facts.get("stages") or []
     for number, stage in enumerate(stages, 1):
-        mix = stage.get("interpolation")
-        if not mix:
-            continue
-        alpha = float(mix["alpha"])
-        lines.append(
-            f"\n- Interpolated: stage {number} of {len(stages)} ended as {1 - alpha:g} × the weights before it "
-            f"(`{mix['before']}`, sha256 {mix['before_sha256'][:12]}) + {alpha:g} × its checkpoint "
-            f"(`python scripts/interpolate_weights.py BEFORE AFTER --alpha {alpha:g}`), and the stages after it "
-            "trained on from that mix, so the iterations above count steps these weights have not fully trained"
-        )
+        if stage.get("interpolation"):
+            before, rest = _mix_terms(stage["interpolation"])
+            lines.append(
+                f"\n- Interpolated: stage {number} of {len(stages)} ended as {before} × the weights before it {rest}, "
+                "and the stages after it trained on from that mix, so the iterations above count steps these "
+                "weights have not fully trained"
+            )
     return "".join(lines)
 
 

@@ -48,17 +48,6 @@ def test_a_new_run_replaces_its_own_rows_and_keeps_the_others():
     ]
 
 
-def test_re_measuring_one_model_keeps_the_other_models_rows_in_the_result_file(tmp_path, monkeypatch):
-    import benchmarks.common as common
-
-    monkeypatch.setattr(common, "RESULTS", tmp_path)
-    assert common.kept_rows("decomposition") == []
-    common.save("decomposition", {"models": [{"spec": "x1", "v": 1}, {"spec": "upt", "v": 2}]})
-    rows = common.merge_rows(common.kept_rows("decomposition"), [{"spec": "upt", "v": 3}])
-    common.save("decomposition", {"models": rows})
-    assert common.kept_rows("decomposition") == [{"spec": "x1", "v": 1}, {"spec": "upt", "v": 3}]
-
-
 def test_probe_inputs_are_flat_noisy_and_ramped_and_the_probe_reads_absolute_differences():
     from benchmarks.grid_periodicity import probe, probe_inputs
 
